@@ -3,7 +3,6 @@
 import gzip
 import os
 import pickle
-import shutil
 
 import numpy as np
 import pytest

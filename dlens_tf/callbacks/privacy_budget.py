@@ -1,0 +1,103 @@
+"""Keras callback that spends a differential-privacy budget and never overshoots it."""
+
+from absl import logging
+from tensorflow import keras
+
+from dlens_tf.privacy.accountant import PrivacyAccountant, validate_delta, validate_epsilon
+
+
+class BudgetExhaustedError(RuntimeError):
+    """Raised when training starts with no budget left for even one step."""
+
+
+class PrivacyBudget(keras.callbacks.Callback):
+    """Stops `model.fit` before the step whose DP events would exceed (epsilon, delta).
+
+    The model must implement the `dlens_tf.models.PrivateModel` contract: `dp_event_per_step()`
+    (the event of one `train_step`) and a `privacy_steps` counter it increments per step.
+    Before training, the callback computes how many steps the budget allows in total; after
+    each batch it checks that the next call of the train function (`steps_per_execution`
+    steps) still fits, and otherwise sets `model.stop_training`, so the step that would pass
+    the budget is never run. Because the spent steps live in the model, a resumed run
+    continues the count (epsilon never resets).
+
+    Spent epsilon is written into the Keras logs as `epsilon` after every batch and epoch, so
+    the progress bar, `History`, and callbacks listed AFTER this one (CSVLogger, TensorBoard)
+    record it.
+
+    Args:
+      epsilon: the target epsilon (> 0).
+      delta: the target delta, in (0, 1).
+      accountant: "rdp" (TF Privacy's RDP) or "pld" (tight); see `PrivacyAccountant`.
+      verbose: log a line when training stops for the budget.
+    """
+
+    def __init__(self, epsilon, delta, accountant="rdp", verbose=1):
+        super().__init__()
+        validate_epsilon(epsilon)
+        validate_delta(delta)
+        self.epsilon = float(epsilon)
+        self.delta = float(delta)
+        self.accountant = PrivacyAccountant(accountant).accountant
+        self.verbose = verbose
+        self.max_steps = None
+        self.history = []  # (privacy step, epsilon) after every batch
+        self._event = None
+        self._eps_cache = {}
+
+    def _steps(self):
+        return int(self.model.privacy_steps.numpy())
+
+    def epsilon_after(self, steps):
+        """Epsilon spent after `steps` private steps of this model."""
+        if steps not in self._eps_cache:
+            self._eps_cache[steps] = PrivacyAccountant(self.accountant).compose(self._event, steps).get_epsilon(self.delta)
+        return self._eps_cache[steps]
+
+    def _steps_per_call(self):
+        steps_per_execution = getattr(self.model, "_steps_per_execution", None)
+        return int(steps_per_execution.numpy()) if steps_per_execution is not None else 1
+
+    def on_train_begin(self, logs=None):
+        event_fn = getattr(self.model, "dp_event_per_step", None)
+        if event_fn is None or not hasattr(self.model, "privacy_steps"):
+            raise ValueError(
+                f"PrivacyBudget needs a model that reports its DP events (dlens_tf.models.PrivateModel); "
+                f"{type(self.model).__name__} has no dp_event_per_step()/privacy_steps."
+            )
+        event = event_fn()
+        if event is None:
+            raise ValueError(f"{type(self.model).__name__}.dp_event_per_step() returned None: no DP event to account.")
+        if event != self._event:
+            self._event, self._eps_cache = event, {}
+        self.max_steps = PrivacyAccountant(self.accountant).max_compositions(event, self.epsilon, self.delta)
+        spent = self._steps()
+        if spent + self._steps_per_call() > self.max_steps:
+            raise BudgetExhaustedError(
+                f"The privacy budget (epsilon={self.epsilon}, delta={self.delta}) allows {self.max_steps} steps of "
+                f"{type(self.model).__name__}; {spent} were already spent and the next "
+                f"{self._steps_per_call()} would exceed it. Nothing was trained."
+            )
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = self._steps()
+        if steps > self.max_steps:  # cannot happen unless the model counts steps wrongly
+            raise BudgetExhaustedError(f"{steps} private steps exceed the {self.max_steps} the budget allows.")
+        eps = self.epsilon_after(steps)
+        self.history.append((steps, eps))
+        if logs is not None:
+            logs["epsilon"] = eps
+        if steps + self._steps_per_call() > self.max_steps:
+            self.model.stop_training = True
+            if self.verbose:
+                logging.info("PrivacyBudget: stopping after %d steps, epsilon=%.4f of %.4f (delta=%g).",
+                             steps, eps, self.epsilon, self.delta)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epsilon"] = self.epsilon_after(self._steps())
+
+    @property
+    def budget_exhausted(self):
+        """True once no further step fits in the budget."""
+        return self.max_steps is not None and self._steps() + self._steps_per_call() > self.max_steps

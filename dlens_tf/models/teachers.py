@@ -1,0 +1,470 @@
+"""TeacherEnsemble: N conditional discriminators of one architecture as one vectorised computation.
+
+How 4000 paper-size MNIST teachers (2.2e9 parameters) fit in this machine's memory and run fast:
+
+* Stacked weights in shards. Every parameter is a stacked `[n, ...]` tensor. The N teachers are
+  split into shards of `chunk_size` teachers, each shard its own set of variables, and a step
+  streams the shards one after another through ONE XLA-compiled function (traced once per shard
+  size). Peak working memory is therefore that of one shard, whatever N is.
+* Convolutions are im2col + batched matmuls (one matmul per teacher, batched over the shard).
+  The one-hot label channels that the paper concatenates to each conv input are not expanded into
+  patches: their contribution `sum_k W[k, label] * valid[position, k]` is precomputed per class
+  and added, which is exactly the paper's convolution with ~10x fewer multiply-adds.
+* Compact storage and optimizer state. Weights and Adam's first moment are stored in
+  `weight_dtype` (bfloat16 by default, rounded to nearest; all arithmetic is float32). The second
+  moment is factored Adafactor-style for every kernel (one row and one column vector per matrix,
+  full only for biases), so it costs almost nothing. Per parameter: 2 bytes of weight plus 2 bytes
+  of first moment (none with `beta_1=0`), i.e. about 8.9 GB for 4000 paper-size MNIST teachers
+  instead of 27 GB for float32 Adam. `weight_dtype="float32"` gives exact float32 storage.
+
+Teacher training (the paper's): each update is one Adam step (lr 1e-3, beta_1 0.5) on the standard
+GAN loss `mean softplus(-D(real)) + mean softplus(D(fake))`. The changes above (bfloat16 storage,
+factored second moment) touch only how teachers are trained, never what is released: the DP
+mechanism (TopAgg on the teachers' image gradients) and its analysis are unchanged.
+
+Teacher isolation: teacher i's forward pass, loss, gradients and optimizer state are computed from
+its own slice of every stacked tensor, its own real batch and the shared synthetic batch only.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+from tensorflow import keras
+
+from dlens_tf.compression import rng
+
+_KERNEL = 5
+_STRIDE = 2
+_LEAK = 0.2
+_INIT_STDDEV = 0.02  # DCGAN initialisation, as in the paper's code.
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"Received an invalid value for `{name}`, expected a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def _positive_float(name, value, allow_zero=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        expected = "a number >= 0" if allow_zero else "a positive number"
+        raise ValueError(f"Received an invalid value for `{name}`, expected {expected}. Received: {name}={value!r}")
+    return float(value)
+
+
+def validate_image_shape(image_shape, name="image_shape"):
+    """Returns `image_shape` as a tuple (H, W, C) of positive ints or raises ValueError naming `name`."""
+    try:
+        shape = tuple(int(d) for d in image_shape)
+        ok = len(shape) == 3 and all(d > 0 for d in shape) and all(float(d) == int(d) for d in image_shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected (height, width, channels) of positive integers. "
+            f"Received: {name}={image_shape!r}"
+        )
+    return shape
+
+
+def _out_size(size):
+    return -(-size // _STRIDE)
+
+
+def _same_padding(size):
+    total = max((_out_size(size) - 1) * _STRIDE + _KERNEL - size, 0)
+    return total // 2, total - total // 2
+
+
+def im2col(x):
+    """5x5 stride-2 'SAME' patches: [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 25 * C].
+
+    The last axis is ordered (kernel row, kernel column, channel), matching a Keras Conv2D kernel
+    [5, 5, C, F] reshaped to [25 * C, F].
+    """
+    h, w = x.shape[1], x.shape[2]
+    ho, wo = _out_size(h), _out_size(w)
+    x = tf.pad(x, [[0, 0], _same_padding(h), _same_padding(w), [0, 0]])
+    cols = [
+        x[:, a : a + _STRIDE * (ho - 1) + 1 : _STRIDE, b : b + _STRIDE * (wo - 1) + 1 : _STRIDE, :]
+        for a in range(_KERNEL)
+        for b in range(_KERNEL)
+    ]
+    return tf.concat(cols, axis=-1)
+
+
+def _valid_taps(h, w):
+    """[ho * wo, 25] float: 1 where a kernel tap of an output position falls inside the image."""
+    ones = tf.ones([1, h, w, 1])
+    return tf.reshape(im2col(ones), [_out_size(h) * _out_size(w), _KERNEL * _KERNEL])
+
+
+def default_widths(image_shape, num_classes):
+    """The paper's discriminator widths: (C + classes, 32 + classes, 256)."""
+    return (image_shape[-1] + num_classes, 32 + num_classes, 256)
+
+
+def parameter_shapes(image_shape, num_classes, widths):
+    """Per-teacher parameter names and shapes; kernels are [fan_in, fan_out] matrices."""
+    h, w, c = image_shape
+    f1, f2, units = widths
+    h2, w2 = _out_size(_out_size(h)), _out_size(_out_size(w))
+    taps = _KERNEL * _KERNEL
+    return [
+        ("conv1_kernel", (taps * (c + num_classes), f1)),
+        ("conv1_bias", (f1,)),
+        ("conv2_kernel", (taps * (f1 + num_classes), f2)),
+        ("conv2_bias", (f2,)),
+        ("dense_kernel", (h2 * w2 * f2 + num_classes, units)),
+        ("dense_bias", (units,)),
+        ("logit_kernel", (units + num_classes, 1)),
+        ("logit_bias", (1,)),
+    ]
+
+
+def build_discriminator(image_shape, num_classes, widths=None, name="discriminator"):
+    """One teacher as a plain Keras model: the reference for `TeacherEnsemble`'s architecture.
+
+    logit = dense(lrelu(dense(lrelu(conv(lrelu(conv(x ++ y)) ++ y)) ++ y)) ++ y), with 5x5 stride-2
+    'SAME' convolutions, leaky ReLU (0.2), and the one-hot label y concatenated as constant channels
+    to each conv input and as features to each dense input (the paper's conditional DCGAN
+    discriminator, without batch normalisation). `get_weights()` is ordered like
+    `TeacherEnsemble.teacher_weights(i)`.
+
+    Input shape:
+      `[x, y_onehot]` with x `[batch, H, W, C]` and y_onehot `[batch, num_classes]`.
+    Output shape:
+      `[batch, 1]` logits.
+    """
+    image_shape = validate_image_shape(image_shape)
+    widths = tuple(widths) if widths is not None else default_widths(image_shape, num_classes)
+    f1, f2, units = widths
+    x_in = keras.Input(image_shape)
+    y_in = keras.Input((num_classes,))
+
+    def with_label_channels(h):
+        maps = keras.layers.Reshape((1, 1, num_classes))(y_in)
+        maps = keras.layers.UpSampling2D((h.shape[1], h.shape[2]))(maps)
+        return keras.layers.Concatenate()([h, maps])
+
+    act = lambda h: keras.layers.LeakyReLU(_LEAK)(h)  # noqa: E731
+    h = act(keras.layers.Conv2D(f1, _KERNEL, _STRIDE, "same")(with_label_channels(x_in)))
+    h = act(keras.layers.Conv2D(f2, _KERNEL, _STRIDE, "same")(with_label_channels(h)))
+    h = keras.layers.Concatenate()([keras.layers.Flatten()(h), y_in])
+    h = keras.layers.Concatenate()([act(keras.layers.Dense(units)(h)), y_in])
+    return keras.Model([x_in, y_in], keras.layers.Dense(1)(h), name=name)
+
+
+def _conditional_conv(h, y, kernel, bias, taps):
+    """lrelu(conv5x5s2(h ++ label channels) + bias) for n teachers at once.
+
+    h [n, B, H, W, cin]; y [n, B, Y] one-hot; kernel [n, 25 * (cin + Y), F]; bias [n, F];
+    taps [P, 25] from `_valid_taps`. Returns [n, B, ceil(H/2), ceil(W/2), F].
+    """
+    n, b, height, width, cin = tf.shape(h)[0], tf.shape(h)[1], h.shape[2], h.shape[3], h.shape[4]
+    num_classes, f = y.shape[-1], kernel.shape[-1]
+    ho, wo = _out_size(height), _out_size(width)
+    taps_n = _KERNEL * _KERNEL
+    k = tf.reshape(kernel, [-1, taps_n, cin + num_classes, f])
+    k_image = tf.reshape(k[:, :, :cin], [-1, taps_n * cin, f])
+    patches = tf.reshape(im2col(tf.reshape(h, [-1, height, width, cin])), [n, b * ho * wo, taps_n * cin])
+    z = tf.reshape(tf.matmul(patches, k_image), [n, b, ho * wo, f])
+    per_class = tf.einsum("pk,nkyf->nypf", taps, k[:, :, cin:])  # label channels' contribution
+    z += tf.einsum("nby,nypf->nbpf", y, per_class) + bias[:, None, None, :]
+    return tf.reshape(tf.nn.leaky_relu(z, _LEAK), [n, b, ho, wo, f])
+
+
+def ensemble_logits(params, x, y, taps1, taps2):
+    """Logits [n, B] of n teachers (stacked float32 params) on their own images x [n, B, H, W, C]."""
+    k1, b1, k2, b2, k3, b3, k4, b4 = params
+    h = _conditional_conv(x, y, k1, b1, taps1)
+    h = _conditional_conv(h, y, k2, b2, taps2)
+    n, b = tf.shape(h)[0], tf.shape(h)[1]
+    flat = tf.reshape(h, [n, b, h.shape[2] * h.shape[3] * h.shape[4]])
+    h = tf.nn.leaky_relu(tf.matmul(tf.concat([flat, y], -1), k3) + b3[:, None, :], _LEAK)
+    return tf.squeeze(tf.matmul(tf.concat([h, y], -1), k4), -1) + b4
+
+
+@keras.saving.register_keras_serializable(package="dlens_tf")
+class TeacherEnsemble(keras.Model):
+    """N conditional DCGAN discriminators trained on disjoint data, computed as one batched step.
+
+    logits[i, j] = D_i(x[i, j], y[i, j]) for the architecture of `build_discriminator`, with
+    teacher i's weights the i-th slice of every stacked parameter. See the module docstring for
+    the sharded, compact storage that lets thousands of teachers fit in memory.
+
+    Args:
+      num_teachers: number of teachers N.
+      image_shape: (H, W, C) of the records.
+      num_classes: number of classes of the one-hot labels.
+      widths: (conv1 filters, conv2 filters, dense units); None = the paper's
+        (C + num_classes, 32 + num_classes, 256).
+      learning_rate: Adam step size of each teacher update.
+      beta_1: Adam first-moment decay; 0 stores no first moment (halves optimizer memory).
+      beta_2: decay of the factored second moment.
+      epsilon: Adam's epsilon.
+      weight_dtype: storage dtype of weights and first moments, "bfloat16" or "float32".
+      chunk_size: teachers per shard (peak working memory scales with it, not with N).
+      seed: integer seed of the weight initialisation; None draws one from OS entropy.
+
+    Input shape:
+      `(x, y)`: x `[B, H, W, C]` (shared by all teachers) or `[N, B, H, W, C]`; y int labels
+      `[B]` / `[N, B]` or one-hot `[B, num_classes]` / `[N, B, num_classes]`. Pixels in [-1, 1].
+    Output shape:
+      `[N, B]` logits.
+    """
+
+    def __init__(self, num_teachers, image_shape, num_classes, widths=None, learning_rate=1e-3, beta_1=0.5,
+                 beta_2=0.999, epsilon=1e-8, weight_dtype="bfloat16", chunk_size=125, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_teachers = _positive_int("num_teachers", num_teachers)
+        self.image_shape = validate_image_shape(image_shape)
+        self.num_classes = _positive_int("num_classes", num_classes)
+        if widths is None:
+            widths = default_widths(self.image_shape, self.num_classes)
+        if not isinstance(widths, (list, tuple)) or len(widths) != 3:
+            raise ValueError(f"Received an invalid value for `widths`, expected 3 positive integers "
+                             f"(conv1 filters, conv2 filters, dense units). Received: widths={widths!r}")
+        self.widths = tuple(_positive_int("widths", w) for w in widths)
+        self.learning_rate = _positive_float("learning_rate", learning_rate)
+        self.beta_1 = _positive_float("beta_1", beta_1, allow_zero=True)
+        self.beta_2 = _positive_float("beta_2", beta_2, allow_zero=True)
+        for name, value in (("beta_1", self.beta_1), ("beta_2", self.beta_2)):
+            if value >= 1:
+                raise ValueError(f"Received an invalid value for `{name}`, expected a number in [0, 1). "
+                                 f"Received: {name}={value!r}")
+        self.epsilon = _positive_float("epsilon", epsilon)
+        if weight_dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"Received an invalid value for `weight_dtype`, expected 'bfloat16' or 'float32'. "
+                             f"Received: weight_dtype={weight_dtype!r}")
+        self.weight_dtype = weight_dtype
+        self.chunk_size = _positive_int("chunk_size", chunk_size)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ValueError(f"Received an invalid value for `seed`, expected an integer or None. Received: seed={seed!r}")
+        self.seed = None if seed is None else int(seed)
+        self._init_seed = self.seed if self.seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
+        self._shapes = parameter_shapes(self.image_shape, self.num_classes, self.widths)
+        h, w, _ = self.image_shape
+        self._taps1 = _valid_taps(h, w)
+        self._taps2 = _valid_taps(_out_size(h), _out_size(w))
+        self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="teacher_iterations")
+        self.shard_bounds = [(s, min(s + self.chunk_size, self.num_teachers))
+                             for s in range(0, self.num_teachers, self.chunk_size)]
+        self.shards = [self._make_shard(index, stop - start) for index, (start, stop) in enumerate(self.shard_bounds)]
+        self._run_shard = tf.function(self._shard_computation, jit_compile=True)
+
+    # ----------------------------------------------------------------------------------- state
+    def _factored(self, shape):
+        return len(shape) == 2 and min(shape) > 1
+
+    def _make_shard(self, index, n):
+        dtype = tf.as_dtype(self.weight_dtype)
+        params, first, second = [], [], []
+        for j, (name, shape) in enumerate(self._shapes):
+            full = (n,) + shape
+            if name.endswith("kernel"):
+                init = rng.normal(full, tf.constant([self._init_seed, index * 64 + j], tf.int64), _INIT_STDDEV)
+            else:
+                init = tf.zeros(full)
+            params.append(tf.Variable(tf.cast(init, dtype), trainable=False, name=f"shard{index}/{name}"))
+            if self.beta_1 > 0:
+                first.append(tf.Variable(tf.zeros(full, dtype), trainable=False, name=f"shard{index}/{name}_m"))
+            if self._factored(shape):
+                second.append([
+                    tf.Variable(tf.zeros((n, shape[0])), trainable=False, name=f"shard{index}/{name}_vr"),
+                    tf.Variable(tf.zeros((n, shape[1])), trainable=False, name=f"shard{index}/{name}_vc"),
+                ])
+            else:
+                second.append([tf.Variable(tf.zeros(full), trainable=False, name=f"shard{index}/{name}_v")])
+        return {"params": params, "m": first, "v": second}
+
+    def teacher_weights(self, i):
+        """Teacher i's weights as numpy float32 arrays, ordered and shaped as `build_discriminator`'s."""
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.num_teachers:
+            raise ValueError(f"Received an invalid value for `i`, expected a teacher index in "
+                             f"[0, {self.num_teachers}). Received: i={i!r}")
+        shard = int(i) // self.chunk_size
+        local = int(i) - self.shard_bounds[shard][0]
+        c, y, (f1, f2, _) = self.image_shape[-1], self.num_classes, self.widths
+        out = [tf.cast(v[local], tf.float32).numpy() for v in self.shards[shard]["params"]]
+        out[0] = out[0].reshape(_KERNEL, _KERNEL, c + y, f1)
+        out[2] = out[2].reshape(_KERNEL, _KERNEL, f1 + y, f2)
+        return out
+
+    def num_parameters(self):
+        """Parameters per teacher times N."""
+        return self.num_teachers * sum(int(np.prod(s)) for _, s in self._shapes)
+
+    # ----------------------------------------------------------------------------- computation
+    def _onehot(self, y, batch_rank, name):
+        y = tf.convert_to_tensor(y)
+        if y.shape.rank == batch_rank + 1:
+            if y.shape[-1] != self.num_classes:
+                raise ValueError(f"Received an invalid value for `{name}`, expected one-hot labels with "
+                                 f"{self.num_classes} classes. Received: {name}.shape={y.shape}")
+            return tf.cast(y, tf.float32)
+        if y.shape.rank != batch_rank or not y.dtype.is_integer:
+            raise ValueError(f"Received an invalid value for `{name}`, expected integer labels of rank {batch_rank} "
+                             f"or one-hot labels of rank {batch_rank + 1}. Received: {name}.shape={y.shape}, "
+                             f"dtype={y.dtype.name}")
+        if tf.executing_eagerly():
+            values = y.numpy()
+            if values.size and (values.min() < 0 or values.max() >= self.num_classes):
+                raise ValueError(f"Received an invalid value for `{name}`, expected labels in "
+                                 f"[0, {self.num_classes}). Received: min={values.min()}, max={values.max()}")
+        return tf.one_hot(y, self.num_classes)
+
+    def _check_images(self, x, name, batch_rank):
+        x = tf.convert_to_tensor(x, tf.float32)
+        if x.shape.rank != batch_rank + 3 or tuple(x.shape[batch_rank:]) != self.image_shape:
+            raise ValueError(f"Received an invalid value for `{name}`, expected images of shape "
+                             f"{('...',) * batch_rank + self.image_shape} matching `image_shape`. "
+                             f"Received: {name}.shape={x.shape}")
+        if batch_rank == 2 and x.shape[0] is not None and x.shape[0] != self.num_teachers:
+            raise ValueError(f"Received an invalid value for `{name}`, expected one row per teacher "
+                             f"({self.num_teachers}). Received: {name}.shape={x.shape}")
+        return x
+
+    def _update(self, shard, grads, t):
+        """One factored-Adam step of every stacked parameter of a shard (teacher-wise)."""
+        lr_t = self.learning_rate * tf.sqrt(1.0 - self.beta_2 ** t)
+        if self.beta_1 > 0:
+            lr_t /= 1.0 - self.beta_1 ** t
+        for j, (g, p) in enumerate(zip(grads, shard["params"])):
+            if self.beta_1 > 0:
+                m = self.beta_1 * tf.cast(shard["m"][j], tf.float32) + (1.0 - self.beta_1) * g
+                shard["m"][j].assign(tf.cast(m, shard["m"][j].dtype))
+            else:
+                m = g
+            g2 = tf.square(g) + 1e-30
+            slots = shard["v"][j]
+            if len(slots) == 2:
+                vr = self.beta_2 * slots[0] + (1.0 - self.beta_2) * tf.reduce_mean(g2, -1)
+                vc = self.beta_2 * slots[1] + (1.0 - self.beta_2) * tf.reduce_mean(g2, -2)
+                slots[0].assign(vr)
+                slots[1].assign(vc)
+                v = vr[:, :, None] * vc[:, None, :] / tf.reduce_mean(vr, -1)[:, None, None]
+            else:
+                v = self.beta_2 * slots[0] + (1.0 - self.beta_2) * g2
+                slots[0].assign(v)
+            new = tf.cast(p, tf.float32) - lr_t * m / (tf.sqrt(v) + self.epsilon)
+            p.assign(tf.cast(new, p.dtype))
+
+    def _shard_computation(self, shard, real_x, real_y, fake_x, fake_y, t0, with_gradients):
+        """`steps` updates of one shard's teachers, then (optionally) their image gradients.
+
+        real_x [steps, n, m, H, W, C]; real_y [steps, n, m, Y]; fake_x [mf, H, W, C]; fake_y [mf, Y].
+        Returns (sum of the per-teacher discriminator losses, image gradients [n, mf, H, W, C] or []).
+        """
+        n, m = tf.shape(real_x)[1], tf.shape(real_x)[2]
+        fake_x_n = tf.broadcast_to(fake_x[None], tf.concat([[n], tf.shape(fake_x)], 0))
+        fake_y_n = tf.broadcast_to(fake_y[None], tf.concat([[n], tf.shape(fake_y)], 0))
+        loss_sum = tf.constant(0.0)
+        for s in range(real_x.shape[0]):
+            params = [tf.cast(p, tf.float32) for p in shard["params"]]
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                logits = ensemble_logits(params, tf.concat([real_x[s], fake_x_n], 1),
+                                         tf.concat([real_y[s], fake_y_n], 1), self._taps1, self._taps2)
+                losses = (tf.reduce_mean(tf.nn.softplus(-logits[:, :m]), 1)
+                          + tf.reduce_mean(tf.nn.softplus(logits[:, m:]), 1))
+                total = tf.reduce_sum(losses)
+            self._update(shard, tape.gradient(total, params), tf.cast(t0 + s + 1, tf.float32))
+            loss_sum += total
+        if not with_gradients:
+            return loss_sum, tf.zeros([0])
+        params = [tf.cast(p, tf.float32) for p in shard["params"]]
+        with tf.GradientTape() as tape:
+            tape.watch(fake_x_n)
+            logits = ensemble_logits(params, fake_x_n, fake_y_n, self._taps1, self._taps2)
+            generator_loss = tf.reduce_sum(tf.reduce_mean(tf.nn.softplus(-logits), 1))
+        return loss_sum, -tape.gradient(generator_loss, fake_x_n)
+
+    def train_and_image_gradients(self, real_batches, fake_x, fake_y, steps, with_gradients=True):
+        """`steps` updates of every teacher, then every teacher's image gradients on the fake batch.
+
+        Args:
+          real_batches: callable `(start, stop) -> (x, y)` returning teachers [start, stop)'s real
+            batches, x `[steps, stop - start, m, H, W, C]` and y int `[steps, stop - start, m]` (or
+            one-hot); it is called once per shard, so the real data of all N teachers never needs
+            to be materialised at once.
+          fake_x: `[mf, H, W, C]` synthetic records shared by all teachers, in [-1, 1].
+          fake_y: their labels, int `[mf]` or one-hot `[mf, num_classes]`.
+          steps: number of discriminator updates (Python int >= 0).
+          with_gradients: also return the image gradients.
+
+        Returns:
+          (mean discriminator loss over teachers and steps, gradients `[N, mf, H, W, C]` or None)
+          where gradients[i, j] = -dL_G^(i)/dx at fake_x[j], L_G^(i) = mean_j softplus(-D_i(x_j)).
+        """
+        fake_x = self._check_images(fake_x, "fake_x", 1)
+        fake_y = self._onehot(fake_y, 1, "fake_y")
+        outputs, losses, grads = [], [], []
+        start_t = self.iterations.read_value() if steps else tf.constant(0, tf.int64)
+        for index, (start, stop) in enumerate(self.shard_bounds):
+            with tf.control_dependencies(outputs):  # shards run one after another: bounded memory
+                if steps:
+                    real_x, real_y = real_batches(start, stop)
+                    real_y = self._onehot(real_y, 3, "real_y")
+                else:
+                    real_x = tf.zeros([0, stop - start, 0] + list(self.image_shape))
+                    real_y = tf.zeros([0, stop - start, 0, self.num_classes])
+                shard = self.shards[index]
+                plain = {"params": list(shard["params"]), "m": list(shard["m"]), "v": [list(v) for v in shard["v"]]}
+                loss, g = self._run_shard(plain, real_x, real_y, fake_x, fake_y, start_t, with_gradients)
+            outputs = [loss, g]
+            losses.append(loss)
+            grads.append(g)
+        if steps:
+            with tf.control_dependencies(outputs):
+                self.iterations.assign_add(steps)
+        mean_loss = tf.add_n(losses) / float(max(steps, 1) * self.num_teachers)
+        return mean_loss, (tf.concat(grads, 0) if with_gradients else None)
+
+    def teacher_step(self, real_x, real_y, fake_x, fake_y):
+        """One discriminator update of every teacher; returns the mean loss.
+
+        Args:
+          real_x: `[N, m, H, W, C]` in [-1, 1]; row i is teacher i's batch from its own partition.
+          real_y: int `[N, m]` or one-hot `[N, m, num_classes]`.
+          fake_x: `[mf, H, W, C]` synthetic batch shared by all teachers.
+          fake_y: int `[mf]` or one-hot `[mf, num_classes]`.
+        """
+        real_x = self._check_images(real_x, "real_x", 2)
+        real_y = self._onehot(real_y, 2, "real_y")
+        loss, _ = self.train_and_image_gradients(
+            lambda a, b: (real_x[None, a:b], real_y[None, a:b]), fake_x, fake_y, 1, with_gradients=False)
+        return loss
+
+    def image_gradients(self, fake_x, fake_y):
+        """`[N, mf, H, W, C]`: g[i, j] = -dL_G^(i)/dx at fake_x[j], the direction that makes teacher i call x_j real."""
+        return self.train_and_image_gradients(None, fake_x, fake_y, 0)[1]
+
+    def train_step(self, data):
+        """Keras `fit` support: data = ((real_x, real_y, fake_x, fake_y),) as in `teacher_step`."""
+        real_x, real_y, fake_x, fake_y = data[0] if len(data) == 1 else data
+        return {"d_loss": self.teacher_step(real_x, real_y, fake_x, fake_y)}
+
+    def call(self, inputs):
+        x, y = inputs
+        shared = tf.convert_to_tensor(x).shape.rank == 4
+        x = self._check_images(x, "x", 1 if shared else 2)
+        y = self._onehot(y, 1 if shared else 2, "y")
+        logits = []
+        for index, (start, stop) in enumerate(self.shard_bounds):
+            params = [tf.cast(p, tf.float32) for p in self.shards[index]["params"]]
+            n = stop - start
+            xs = tf.broadcast_to(x[None], [n] + x.shape.as_list()) if shared else x[start:stop]
+            ys = tf.broadcast_to(y[None], [n] + y.shape.as_list()) if shared else y[start:stop]
+            logits.append(ensemble_logits(params, xs, ys, self._taps1, self._taps2))
+        return tf.concat(logits, 0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_teachers=self.num_teachers, image_shape=self.image_shape, num_classes=self.num_classes,
+                      widths=self.widths, learning_rate=self.learning_rate, beta_1=self.beta_1, beta_2=self.beta_2,
+                      epsilon=self.epsilon, weight_dtype=self.weight_dtype, chunk_size=self.chunk_size,
+                      seed=self.seed)
+        return config

@@ -1,0 +1,135 @@
+"""TopAgg (DataLens Algorithm 3): compress each contributor, sum, add Gaussian noise, vote.
+
+One implementation, two front doors: the `TopAgg` Keras layer (this file) and
+`TopAggQuery`, a tensorflow_privacy DPQuery (dp_query.py). Both call `compress` and
+`noisy_vote` below and report `topagg_dp_event`.
+"""
+
+import math
+
+import dp_accounting
+import tensorflow as tf
+from tensorflow import keras
+
+from dlens_tf.compression import rng, topk_stochastic_sign
+
+
+def validate_topagg_args(k, sigma, beta, clip):
+    """Raise ValueError naming the first invalid TopAgg argument."""
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise ValueError(f"Received an invalid value for `k`, expected a positive integer. Received: k={k!r}")
+    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"Received an invalid value for `sigma`, expected a positive finite number. Received: sigma={sigma!r}")
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"Received an invalid value for `beta`, expected a number >= 0. Received: beta={beta!r}")
+    if clip is not None and (
+        not isinstance(clip, (int, float)) or isinstance(clip, bool) or not math.isfinite(clip) or clip <= 0
+    ):
+        raise ValueError(f"Received an invalid value for `clip`, expected a positive number or None. Received: clip={clip!r}")
+
+
+def topagg_noise_multiplier(k, sigma):
+    """Noise multiplier of one TopAgg query: two {-1,0,1} vectors with k non-zeros differ by <= 2 sqrt(k)."""
+    return sigma / (2.0 * math.sqrt(k))
+
+
+def topagg_dp_event(k, sigma, num_queries):
+    """dp_accounting event of `num_queries` TopAgg record-queries (each one Gaussian query)."""
+    if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 0:
+        raise ValueError(
+            f"Received an invalid value for `num_queries`, expected an integer >= 0. Received: num_queries={num_queries!r}"
+        )
+    gaussian = dp_accounting.GaussianDpEvent(topagg_noise_multiplier(k, sigma))
+    return dp_accounting.SelfComposedDpEvent(gaussian, num_queries)
+
+
+def compress(gradients, k, clip, seed):
+    """TopkStoSignGrad on every contributor's vector. gradients: [contributors, queries, d]."""
+    shape = tf.shape(gradients)
+    flat = tf.reshape(gradients, [shape[0] * shape[1], shape[2]])
+    return tf.reshape(topk_stochastic_sign(flat, k, clip, seed), shape)
+
+
+def noisy_vote(votes_sum, sigma, threshold, seed):
+    """sign(V) where |V| > threshold else 0, with V = votes_sum + N(0, sigma^2)."""
+    noisy = votes_sum + rng.normal(tf.shape(votes_sum), seed, stddev=sigma, dtype=votes_sum.dtype)
+    return tf.where(tf.abs(noisy) > threshold, tf.sign(noisy), tf.zeros_like(noisy)), noisy
+
+
+@keras.saving.register_keras_serializable(package="dlens_tf")
+class TopAgg(keras.layers.Layer):
+    """Differentially private aggregation of teacher gradients by top-k sign voting.
+
+    output[j] = vote(sum_i TopkStoSignGrad(g[i, j], clip, k) + N(0, sigma^2 I), beta * N)
+    where vote(v, t) = sign(v) where |v| > t, else 0, and N is the number of teachers.
+
+    Every teacher contributes exactly k entries of +-1 per record, so each record-query is a
+    Gaussian mechanism with noise multiplier sigma / (2 sqrt(k)); `dp_event(num_records)`
+    returns the composition for that many records.
+
+    Args:
+      k: entries kept per teacher and record (1 <= k <= record size).
+      sigma: standard deviation of the Gaussian noise added to the vote counts.
+      beta: voting threshold as a fraction of the number of teachers (>= 0).
+      clip: optional per-coordinate clip c of the stochastic sign's scale.
+      seed: optional integer for a reproducible run; None seeds from OS entropy.
+
+    Input shape:
+      `[num_teachers, batch, *record_shape]` float gradients.
+    Output shape:
+      `[batch, *record_shape]` with values in {-1, 0, +1}.
+    """
+
+    def __init__(self, k, sigma, beta, clip=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        validate_topagg_args(k, sigma, beta, clip)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"Received an invalid value for `seed`, expected an integer or None. Received: seed={seed!r}")
+        self.k, self.sigma, self.beta, self.clip, self.seed = k, float(sigma), float(beta), clip, seed
+        self._rng = None
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        if input_shape.rank is None or input_shape.rank < 3:
+            raise ValueError(
+                f"TopAgg expects gradients shaped [num_teachers, batch, *record_shape]. Received: shape={input_shape}"
+            )
+        record_size = input_shape[2:].num_elements()
+        if record_size is not None and self.k > record_size:
+            raise ValueError(
+                f"Received an invalid value for `k`, expected at most the record size {record_size}. Received: k={self.k}"
+            )
+        with tf.init_scope():
+            if self.seed is None:
+                self._rng = tf.random.Generator.from_non_deterministic_state()
+            else:
+                self._rng = tf.random.Generator.from_seed(self.seed)
+        super().build(input_shape)
+
+    def call(self, gradients):
+        gradients = tf.convert_to_tensor(gradients, dtype=self.compute_dtype)
+        return self.aggregate(gradients)[0]
+
+    def aggregate(self, gradients):
+        """Returns (votes, noisy_sums), both [batch, *record_shape]; noisy_sums are pre-threshold."""
+        if not self.built:
+            self.build(gradients.shape)
+        shape = tf.shape(gradients)
+        flat = tf.reshape(gradients, [shape[0], shape[1], -1])
+        seeds = self._rng.make_seeds(2)
+        summed = tf.reduce_sum(compress(flat, self.k, self.clip, seeds[:, 0]), axis=0)
+        threshold = self.beta * tf.cast(shape[0], summed.dtype)
+        votes, noisy = noisy_vote(summed, self.sigma, threshold, seeds[:, 1])
+        return tf.reshape(votes, shape[1:]), tf.reshape(noisy, shape[1:])
+
+    def dp_event(self, num_records):
+        """The dp_accounting event of aggregating `num_records` records (one query each)."""
+        return topagg_dp_event(self.k, self.sigma, num_records)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)[1:]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(k=self.k, sigma=self.sigma, beta=self.beta, clip=self.clip, seed=self.seed)
+        return config

@@ -1,0 +1,133 @@
+"""PrivacyBudget: halts before overshooting, logs epsilon, survives resume."""
+
+import csv
+
+import dp_accounting
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow import keras
+
+from dlens_tf import PrivacyAccountant, PrivacyBudget
+from dlens_tf.callbacks import BudgetExhaustedError
+from dlens_tf.models import PrivateModel
+
+NOISE_MULTIPLIER = 10.0
+
+
+class NoisyRegression(PrivateModel):
+    """Clipped, noised full-batch gradient descent: one Gaussian query per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.dense(x)
+
+    def dp_event_per_step(self):
+        return dp_accounting.GaussianDpEvent(NOISE_MULTIPLIER)
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((self(x) - y) ** 2)
+        grads = tape.gradient(loss, self.trainable_variables)
+        grads, _ = tf.clip_by_global_norm(grads, 1.0)
+        grads = [g + tf.random.normal(tf.shape(g), stddev=NOISE_MULTIPLIER) for g in grads]
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        self.count_private_step()
+        return {"loss": loss}
+
+
+def _data(n=64):
+    x = np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32)
+    return x, x.sum(1, keepdims=True)
+
+
+def _model(**compile_kwargs):
+    model = NoisyRegression()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), **compile_kwargs)
+    model(np.zeros([1, 3], np.float32))
+    return model
+
+
+def _eps(steps, accountant="rdp"):
+    return PrivacyAccountant(accountant).compose(dp_accounting.GaussianDpEvent(NOISE_MULTIPLIER), steps).get_epsilon(1e-5)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])
+def test_fit_stops_before_the_step_that_would_exceed(accountant, tmp_path):
+    x, y = _data()
+    model, budget = _model(), PrivacyBudget(epsilon=3.0, delta=1e-5, accountant=accountant)
+    log = tmp_path / "log.csv"
+    history = model.fit(x, y, batch_size=8, epochs=100, verbose=0, callbacks=[budget, keras.callbacks.CSVLogger(str(log))])
+    steps = int(model.privacy_steps.numpy())
+    assert steps == budget.max_steps > 0
+    assert _eps(steps, accountant) <= 3.0 < _eps(steps + 1, accountant)
+    per_batch = [eps for _, eps in budget.history]
+    assert per_batch == sorted(per_batch) and per_batch[-1] <= 3.0
+    assert history.history["epsilon"] == sorted(history.history["epsilon"])
+    with open(log) as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[-1]["epsilon"]) == pytest.approx(_eps(steps, accountant))
+
+
+def test_steps_per_execution_never_overshoots():
+    x, y = _data()
+    model = _model(steps_per_execution=4)
+    budget = PrivacyBudget(epsilon=3.0, delta=1e-5)
+    model.fit(x, y, batch_size=8, epochs=100, verbose=0, callbacks=[budget])
+    steps = int(model.privacy_steps.numpy())
+    assert steps <= budget.max_steps < steps + 4
+
+
+def test_resume_continues_the_accountant(tmp_path):
+    x, y = _data()
+    first = _model()
+    first.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[PrivacyBudget(3.0, 1e-5)])
+    assert int(first.privacy_steps.numpy()) == 16
+    first.save_weights(str(tmp_path / "ckpt"))
+
+    resumed = _model()
+    resumed.load_weights(str(tmp_path / "ckpt"))
+    budget = PrivacyBudget(3.0, 1e-5)
+    resumed.fit(x, y, batch_size=8, epochs=100, verbose=0, callbacks=[budget])
+    total = int(resumed.privacy_steps.numpy())
+    assert budget.history[0] == (17, pytest.approx(_eps(17)))  # epsilon did not reset
+    assert total == budget.max_steps
+    assert budget.history[-1][1] == pytest.approx(_eps(total)) and _eps(total) <= 3.0
+
+    with pytest.raises(BudgetExhaustedError, match="already spent"):
+        resumed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrivacyBudget(3.0, 1e-5)])
+    assert int(resumed.privacy_steps.numpy()) == total
+
+
+def test_budget_too_small_for_one_step_trains_nothing():
+    x, y = _data()
+    model = _model()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(BudgetExhaustedError):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrivacyBudget(1e-3, 1e-5)])
+    assert int(model.privacy_steps.numpy()) == 0
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_model_without_dp_events_is_an_error():
+    x, y = _data()
+    model = keras.Sequential([keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="dp_event_per_step"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[PrivacyBudget(1.0, 1e-5)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [(dict(epsilon=0.0, delta=1e-5), "epsilon"), (dict(epsilon=-1, delta=1e-5), "epsilon"),
+     (dict(epsilon=1.0, delta=0.0), "delta"), (dict(epsilon=1.0, delta=1.0), "delta"),
+     (dict(epsilon=1.0, delta=1e-5, accountant="zcdp"), "accountant")],
+)
+def test_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        PrivacyBudget(**kwargs)
