@@ -89,6 +89,8 @@ def load_celeba(task, data_dir=None):
     if not attr_path.is_file() or not (data_dir / "img_align_celeba").is_dir():
         raise DatasetNotFoundError(f"{data_dir} is not {layout}.")
     names, y = _labels(attr_path, task)
+    if not len(names):
+        raise DatasetError(f"{attr_path} lists no image for the {task} task.")
     with ThreadPoolExecutor() as pool:
         x = np.stack(list(pool.map(_read_image, [data_dir / "img_align_celeba" / n for n in names])))
     partition_path = data_dir / "list_eval_partition.txt"
