@@ -274,6 +274,12 @@ def test_celeba_fallback_split_and_file_errors(tmp_path):
     (tmp_path / "list_attr_celeba.txt").write_text("1\nMale\n000000.png 1 -1\n")
     with pytest.raises(DatasetError, match="malformed"):
         data.load("celeba_hair", data_dir=tmp_path)
+    (tmp_path / "list_attr_celeba.txt").write_text("1\nMale\n000000.png 1\n")
+    with pytest.raises(DatasetError, match="lacks the attributes"):
+        data.load("celeba_hair", data_dir=tmp_path)
+    (tmp_path / "list_attr_celeba.txt").write_text("1\n" + " ".join(CELEBA_HEADER) + "\n000000.png -1 -1 -1 1 1\n")
+    with pytest.raises(DatasetError, match="no image for the hair task"):
+        data.load("celeba_hair", data_dir=tmp_path)
 
 
 # --- partition ---------------------------------------------------------------------------
