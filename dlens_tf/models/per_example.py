@@ -89,8 +89,7 @@ def clip_jointly(grads, l2_norm_clip):
     row_i <- row_i * min(1, C / ||row_i||), the norm taken over all variables together.
     Returns (clipped [B, D], norms before clipping [B]).
     """
-    batch = tf.shape(grads[0])[0]
-    flat = tf.concat([tf.reshape(g, tf.stack([batch, -1])) for g in grads], axis=1)
+    flat = tf.concat([tf.reshape(g, [-1, g.shape[1:].num_elements()]) for g in grads], axis=1)
     norms = tf.norm(flat, axis=1)
     scale = tf.minimum(1.0, l2_norm_clip / tf.maximum(norms, 1e-12))
     return flat * scale[:, None], norms

@@ -33,7 +33,7 @@ def _validate_positive(name, value, allow_zero=False):
         raise ValueError(f"Received an invalid value for `{name}`, expected {expected}. Received: {name}={value!r}")
 
 
-class Mechanism:
+class Mechanism(tf.Module):
     """Base class of the DP-SGD aggregation mechanisms (see the module docstring).
 
     Args:
@@ -44,6 +44,7 @@ class Mechanism:
     name = None
 
     def __init__(self, l2_norm_clip=1.0, noise_multiplier=1.0):
+        super().__init__(name=self.name)
         _validate_positive("l2_norm_clip", l2_norm_clip)
         _validate_positive("noise_multiplier", noise_multiplier, allow_zero=True)
         self.l2_norm_clip = float(l2_norm_clip)
@@ -100,7 +101,9 @@ class Mechanism:
         return clipped
 
     def release(self, noisy_sum, seed, normalizer):
-        """Post-processing of the noisy sum [m] into an update [D]. Default: divide."""
+        """Post-processing of the noisy sum [m] into an update [D]. Default: divide.
+
+        `seed` is the one `contributions` received (shared public randomness)."""
         del seed
         return noisy_sum / normalizer
 
@@ -110,14 +113,15 @@ class Mechanism:
         Args:
           clipped: [B, D] rows of L2 norm <= C.
           weights: [B] in [0, 1] scaling each contribution (0 for padding rows).
-          seed: shape-[2] integer tensor; sub-streams are derived from it.
+          seed: shape-[2] integer tensor; the noise and the compressor use distinct sub-streams.
           normalizer: the public divisor (expected batch size for Poisson sampling).
         """
         seed = tf.cast(seed, tf.int64)
-        contributions = self.contributions(clipped, seed + [11, 0])
+        compress_seed, noise_seed = seed + [11, 0], seed + [23, 0]
+        contributions = self.contributions(clipped, compress_seed)
         summed = tf.linalg.matvec(contributions, tf.cast(weights, contributions.dtype), transpose_a=True)
-        noisy = summed + rng.normal(tf.shape(summed), seed + [23, 0], stddev=self.noise_stddev, dtype=summed.dtype)
-        return self.release(noisy, seed + [37, 0], tf.cast(normalizer, summed.dtype))
+        noisy = summed + rng.normal(tf.shape(summed), noise_seed, stddev=self.noise_stddev, dtype=summed.dtype)
+        return self.release(noisy, compress_seed, tf.cast(normalizer, summed.dtype))
 
     def split(self, flat):
         """[D] -> list of tensors shaped like the model's variables."""
