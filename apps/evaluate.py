@@ -12,10 +12,12 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from dlens_tf import data
 from dlens_tf.evaluation import FAST_PROTOCOL, PAPER_PROTOCOL, evaluate_synthetic
+
+import _cli  # apps/_cli.py
 
 _PROTOCOLS = {"fast": FAST_PROTOCOL, "paper": PAPER_PROTOCOL}
 
@@ -57,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)
