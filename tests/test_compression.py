@@ -53,9 +53,9 @@ SPECIAL_BITS = as_bits([np.inf, -np.inf, 0.0, -0.0, 3.4e38, -3.4e38, 1.0, -1.0, 
 
 
 @st.composite
-def rows_and_k(draw):
-    d = draw(st.integers(1, 48))
-    rows = draw(st.integers(1, 6))
+def rows_and_k(draw, max_rows=6, min_d=1, max_d=48):
+    d = draw(st.integers(min_d, max_d))
+    rows = draw(st.integers(1, max_rows))
     pool = st.one_of(
         st.sampled_from(SPECIAL_BITS),
         st.integers(0, 2**32 - 1),
@@ -71,6 +71,21 @@ def rows_and_k(draw):
 def test_exactly_k_signs_matching_reference_for_any_input(case, clip):
     g, k = case
     check_selection(g, k, clip=clip)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(rows_and_k(max_rows=40, min_d=128, max_d=300))
+def test_fast_selection_matches_reference_for_any_input(case):
+    """Rows long enough for the counting-pass thresholds (and their exact fallback)."""
+    g, k = case
+    check_selection(g, k)
+
+
+def test_fast_thresholds_with_a_few_rows_patched_exactly():
+    r = np.random.default_rng(9)
+    g = r.standard_normal((600, 784)).astype(np.float32)
+    g[::60] = np.round(g[::60] * 2)  # ties at the k-th magnitude: no threshold separates them
+    check_selection(g, 200)
 
 
 @pytest.mark.parametrize(
