@@ -68,10 +68,10 @@ class DPModel(PrivateModel):
         if not isinstance(model, keras.Model):
             raise ValueError(f"Received an invalid value for `model`, expected a keras.Model. Received: model={model!r}")
         if not model.built or not model.trainable_variables:
+            state = "is not built" if not model.built else "has no trainable weights"
             raise ValueError(
-                f"Received an invalid value for `model`, expected a built model with trainable weights "
-                f"(call it on a batch or give it an input shape first). Received: model {model.name!r} with "
-                f"{len(model.trainable_variables)} trainable weights"
+                "Received an invalid value for `model`, expected a built model with trainable weights "
+                f"(call it on a batch or give it an input shape first). Received: model {model.name!r}, which {state}"
             )
         validate_batch(batch_size, num_examples)
         validate_sampling(sampling)
@@ -119,7 +119,10 @@ class DPModel(PrivateModel):
         update = self.mechanism.aggregate(clipped, inclusion, seed, float(self.batch_size))
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(self.mechanism.split(update), variables))
-        self.count_private_step()
+        with tf.control_dependencies([update]):
+            # tied to the data: when the iterator is exhausted, graph mode still runs stateful
+            # ops that do not depend on the batch, and the step would be counted without happening
+            self.count_private_step()
         sample_weight = None if weights is None else inclusion
         self.compute_loss(x, y, predictions, sample_weight)
         return self.compute_metrics(x, y, predictions, sample_weight)
