@@ -1,0 +1,206 @@
+"""TeacherEnsemble, Generator and DataLens: isolation, reference equivalence, training, save/resume, errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow import keras
+
+from dlens_tf.data import load
+from dlens_tf.models import DataLens, Generator, TeacherEnsemble, build_discriminator
+from dlens_tf.privacy.topagg import TopAgg, topagg_noise_multiplier
+
+SHAPE = (8, 8, 1)
+WIDTHS = (6, 10, 16)
+
+
+def _ensemble(n=5, **kwargs):
+    kwargs = {"widths": WIDTHS, "chunk_size": 2, "seed": 3, **kwargs}
+    return TeacherEnsemble(n, SHAPE, 10, **kwargs)
+
+
+def _batch(seed, n=5, m=6):
+    r = np.random.default_rng(seed)
+    real_x = r.uniform(-1, 1, (n, m) + SHAPE).astype(np.float32)
+    real_y = r.integers(0, 10, (n, m))
+    fake_x = r.uniform(-1, 1, (m,) + SHAPE).astype(np.float32)
+    fake_y = r.integers(0, 10, (m,))
+    return real_x, real_y, fake_x, fake_y
+
+
+@pytest.mark.parametrize("weight_dtype", ["bfloat16", "float32"])
+def test_teacher_isolation(weight_dtype):
+    real_x, real_y, fake_x, fake_y = _batch(0)
+    changed = real_x.copy()
+    changed[2, 4] = -changed[2, 4]  # one record of teacher 2's partition
+    a, b = _ensemble(weight_dtype=weight_dtype), _ensemble(weight_dtype=weight_dtype)
+    for _ in range(2):
+        a.teacher_step(real_x, real_y, fake_x, fake_y)
+        b.teacher_step(changed, real_y, fake_x, fake_y)
+    for i in range(5):
+        same = all(np.array_equal(u, v) for u, v in zip(a.teacher_weights(i), b.teacher_weights(i)))
+        assert same == (i != 2), f"teacher {i}"
+    ga, gb = a.image_gradients(fake_x, fake_y).numpy(), b.image_gradients(fake_x, fake_y).numpy()
+    assert np.array_equal(np.delete(ga, 2, 0), np.delete(gb, 2, 0))
+    assert not np.array_equal(ga[2], gb[2])
+
+
+def test_ensemble_matches_per_teacher_keras_model():
+    ens = _ensemble(weight_dtype="float32")
+    real_x, real_y, fake_x, fake_y = _batch(1)
+    ens.teacher_step(real_x, real_y, fake_x, fake_y)  # weights away from initialisation
+    logits = ens((fake_x, fake_y)).numpy()
+    own_logits = ens((real_x, real_y)).numpy()
+    grads = ens.image_gradients(fake_x, fake_y).numpy()
+    reference = build_discriminator(SHAPE, 10, WIDTHS)
+    y_fake = tf.one_hot(fake_y, 10)
+    for i in range(5):
+        reference.set_weights(ens.teacher_weights(i))
+        np.testing.assert_allclose(reference([fake_x, y_fake])[:, 0], logits[i], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(reference([real_x[i], tf.one_hot(real_y[i], 10)])[:, 0], own_logits[i],
+                                   rtol=1e-4, atol=1e-5)
+        x = tf.constant(fake_x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_mean(tf.nn.softplus(-reference([x, y_fake])[:, 0]))
+        np.testing.assert_allclose(-tape.gradient(loss, x), grads[i], rtol=1e-3, atol=1e-7)
+
+
+def test_image_gradient_shape_and_sign():
+    ens = _ensemble(n=4)
+    _, _, fake_x, fake_y = _batch(2, n=4, m=7)
+    g = ens.image_gradients(fake_x, fake_y)
+    assert g.shape == (4, 7) + SHAPE
+    before = ens((fake_x, fake_y)).numpy()
+    step = 1e-2 / np.abs(g.numpy()).max(axis=(2, 3, 4), keepdims=True)
+    moved = (fake_x[None] + step * g.numpy()).astype(np.float32)
+    after = ens((moved, np.broadcast_to(fake_y, (4, 7)))).numpy()
+    assert np.all(after > before)
+
+
+def test_teacher_steps_learn_to_separate_real_from_fake():
+    ens = _ensemble(n=3)
+    real_x, real_y, _, fake_y = _batch(3, n=3)
+    real_x = np.abs(real_x)  # "real" records are bright, "fake" ones dark
+    fake_x = -np.abs(real_x[0])
+    first = float(ens.teacher_step(real_x, real_y, fake_x, fake_y))
+    for _ in range(30):
+        last = float(ens.teacher_step(real_x, real_y, fake_x, fake_y))
+    assert last < 0.5 * first
+    assert int(ens.teacher_weights(0)[0].size) == 25 * 11 * WIDTHS[0]
+    assert ens.iterations.numpy() == 31
+
+
+def _datalens(num_teachers=10, seed=0, **kwargs):
+    generator = Generator(z_dim=8, num_classes=10, image_shape=SHAPE, dense_units=32, filters=8)
+    teachers = TeacherEnsemble(num_teachers, SHAPE, 10, widths=WIDTHS, chunk_size=5, seed=seed)
+    kwargs = {"batch_size": 12, "pretrain_steps": 2, "seed": seed, **kwargs}
+    model = DataLens(generator, teachers, TopAgg(k=8, sigma=2.0, beta=0.2, seed=seed), **kwargs)
+    model.compile()
+    return model
+
+
+@pytest.fixture(scope="module")
+def digits():
+    (x, y), _ = load("digits")
+    return np.array(x[:400]), np.array(y[:400])
+
+
+def test_datalens_fit_logs_and_privacy_steps(digits):
+    model = _datalens()
+    model.set_data(*digits, seed=0)
+    history = model.fit(steps_per_epoch=3, epochs=1, verbose=0)
+    assert model.privacy_steps.numpy() == 3
+    assert model.pretrained_steps.numpy() == 2
+    assert {"d_loss", "g_loss", "votes_kept"} <= set(history.history)
+    votes = history.history["votes_kept"][-1]
+    assert 0 < votes <= 64
+    assert np.isfinite(history.history["d_loss"][-1])
+    # 2 pre-training + 3 x d_steps teacher updates
+    assert model.teachers.iterations.numpy() == 2 + 3 * 2
+    event = model.dp_event_per_step()
+    assert event.count == 12 and event.event.noise_multiplier == topagg_noise_multiplier(8, 2.0)
+    x, y = model.generate(25, seed=0)
+    assert x.shape == (25,) + SHAPE and x.dtype == np.uint8
+    assert np.bincount(y, minlength=10).min() == 2
+
+
+def test_generator_keras_round_trip(tmp_path):
+    generator = Generator(z_dim=8, num_classes=10, image_shape=SHAPE, dense_units=32, filters=8)
+    z, y = tf.random.uniform([5, 8], -1, 1, seed=1), tf.one_hot([0, 3, 5, 7, 9], 10)
+    expected = generator([z, y], training=False).numpy()
+    path = str(tmp_path / "generator.keras")
+    generator.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, Generator) and loaded.get_config() == generator.get_config()
+    np.testing.assert_array_equal(loaded([z, y], training=False).numpy(), expected)
+    assert expected.min() >= -1 and expected.max() <= 1
+
+
+def test_datalens_config_round_trip():
+    model = _datalens(gamma=2e-3, d_steps=1)
+    config = model.get_config()
+    clone = DataLens.from_config(config)
+    assert clone.get_config() == config
+    assert clone.teachers.num_teachers == 10 and clone.topagg.k == 8 and clone.gamma == 2e-3
+
+
+def test_resume_continues_privacy_steps_and_state(digits, tmp_path):
+    first = _datalens(seed=5)
+    first.set_data(*digits, seed=0)
+    first.fit(steps_per_epoch=2, epochs=1, verbose=0)
+    path = str(tmp_path / "ckpt")
+    first.save_weights(path)
+
+    resumed = DataLens.from_config(first.get_config())
+    resumed.compile()
+    resumed.set_data(*digits, seed=0)
+    resumed.load_weights(path)
+    assert resumed.privacy_steps.numpy() == 2 and resumed.pretrained_steps.numpy() == 2
+    for i in (0, 9):
+        for u, v in zip(first.teachers.teacher_weights(i), resumed.teachers.teacher_weights(i)):
+            np.testing.assert_array_equal(u, v)
+
+    first.fit(steps_per_epoch=1, epochs=1, verbose=0)  # the uninterrupted run's third step
+    resumed.fit(steps_per_epoch=1, epochs=1, verbose=0)
+    assert resumed.privacy_steps.numpy() == 3
+    assert resumed.teachers.iterations.numpy() == first.teachers.iterations.numpy() == 2 + 3 * 2
+    for i in (0, 9):
+        for u, v in zip(first.teachers.teacher_weights(i), resumed.teachers.teacher_weights(i)):
+            np.testing.assert_allclose(u, v, rtol=1e-2, atol=1e-4)
+    for u, v in zip(first.generator.get_weights(), resumed.generator.get_weights()):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_inputs_raise_clear_errors(digits):
+    x, y = digits
+    model = _datalens(num_teachers=10)
+    with pytest.raises(ValueError, match="num_teachers"):
+        model.set_data(x[:5], y[:5])
+    with pytest.raises(ValueError, match="x_parts.*image shape|image shape"):
+        model.set_partitions(np.zeros((10, 4, 28, 28, 1), np.uint8), np.zeros((10, 4), np.int64))
+    with pytest.raises(ValueError, match="y_parts.*labels in"):
+        model.set_partitions(np.zeros((10, 4) + SHAPE, np.uint8), np.full((10, 4), 10))
+    parts = [np.zeros((4,) + SHAPE, np.uint8)] * 9 + [np.zeros((0,) + SHAPE, np.uint8)]
+    with pytest.raises(ValueError, match="partition 9 is empty"):
+        model.set_partitions(parts, [np.zeros(len(p), np.int64) for p in parts])
+    with pytest.raises(ValueError, match="no sensitive data"):
+        model.fit(steps_per_epoch=1)
+    with pytest.raises(ValueError, match="takes no data"):
+        model.fit(x, y, steps_per_epoch=1)
+    with pytest.raises(ValueError, match="labels"):
+        model.generate(3, labels=[0, 1, 10])
+    with pytest.raises(ValueError, match="image shape"):
+        DataLens(Generator(image_shape=(8, 8, 1), z_dim=4, dense_units=8, filters=4),
+                 TeacherEnsemble(2, (28, 28, 1), 10, widths=WIDTHS), TopAgg(k=4, sigma=1.0, beta=0.1))
+    with pytest.raises(ValueError, match="num_teachers"):
+        TeacherEnsemble(0, SHAPE, 10)
+    with pytest.raises(ValueError, match="weight_dtype"):
+        TeacherEnsemble(2, SHAPE, 10, weight_dtype="float16")
+    ens = _ensemble(n=2)
+    real_x, real_y, fake_x, fake_y = _batch(4, n=2)
+    with pytest.raises(ValueError, match="real_y.*labels in"):
+        ens.teacher_step(real_x, real_y + 10, fake_x, fake_y)
+    with pytest.raises(ValueError, match="real_x.*one row per teacher"):
+        ens.teacher_step(np.concatenate([real_x, real_x]), real_y, fake_x, fake_y)
+    with pytest.raises(ValueError, match="fake_x.*image_shape"):
+        ens.image_gradients(np.zeros((3, 28, 28, 1), np.float32), fake_y[:3])
