@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -58,17 +59,123 @@ def test_preset_overrides_and_unknown_names():
         get_preset("mnist_eps2")
 
 
-@pytest.mark.parametrize(
-    "app, flags",
-    [
-        ("evaluate.py", ["--data", "--dataset", "--protocol", "--holdout_fraction", "--epochs"]),
-    ],
-)
-def test_helpfull_lists_the_flags(app, flags):
-    result = run_app(app, "--helpfull")
+def app_command(name, *args):
+    return [sys.executable, os.path.join(ROOT, "apps", name), *args]
+
+
+def start(name, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen(app_command(name, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+
+
+def finish(process, timeout=300):
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def test_helpfull_exits_0_and_lists_the_flags():
+    expected = {
+        "train_datalens.py": ["--preset", "--run_dir", "--resume", "--accountant", "--num_synthetic", "--eval_epochs",
+                              "--seed", "--num_teachers", "--topk", "--sigma", "--beta", "--clip", "--epsilon",
+                              "--max_train_seconds", "mnist_eps1", "fmnist_eps10"],
+        "generate.py": ["--generator", "--num", "--out", "--grid", "--seed"],
+        "evaluate.py": ["--data", "--dataset", "--protocol", "--holdout_fraction", "--epochs"],
+    }
+    processes = {name: start(name, "--helpfull") for name in expected}
+    for name, flags in expected.items():
+        result = finish(processes[name])
+        assert result.returncode == 0, result.stderr[-2000:]
+        for flag in flags:
+            assert flag in result.stdout, (name, flag)
+
+
+TINY = ["--preset=digits_tiny", "--seed=0", "--num_synthetic=200", "--eval_epochs=2", "--log_every_seconds=1000"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """digits_tiny trained without interruption (`full`) and stopped after one step then resumed (`resumed`)."""
+    root = tmp_path_factory.mktemp("runs")
+    full, resumed = root / "full", root / "resumed"
+    first = [start("train_datalens.py", *TINY, f"--run_dir={full}"),
+             start("train_datalens.py", *TINY, f"--run_dir={resumed}", "--max_train_seconds=0.001")]
+    results = {"full": finish(first[0]), "stopped": finish(first[1])}
+    results["resumed"] = run_app("train_datalens.py", "--resume", f"--run_dir={resumed}", "--seed=0",
+                                 "--log_every_seconds=1000")
+    for result in results.values():
+        assert result.returncode == 0, result.stderr[-3000:]
+    return full, resumed, results
+
+
+def test_train_app_writes_the_run_directory(runs):
+    full, _, results = runs
+    summary = json.loads((full / "summary.json").read_text())
+    for field in ("accuracy", "accuracy_honest", "epsilon", "delta", "generator_steps", "record_queries",
+                  "accountant", "wall_seconds", "machine", "preset", "hyper_parameters", "utility"):
+        assert field in summary, field
+    preset = get_preset("digits_tiny")
+    assert summary["preset"] == "digits_tiny" and summary["machine"]["cores"] == os.cpu_count()
+    assert 0 < summary["epsilon"] <= summary["target_epsilon"] == preset.epsilon
+    assert summary["delta"] == preset.delta and summary["accountant"] == preset.accountant
+    # The budget is spent: exactly the steps it allows, each `batch_size` record-queries.
+    assert summary["generator_steps"] == summary["max_generator_steps"] > 0
+    assert summary["record_queries"] == summary["generator_steps"] * preset.batch_size
+    assert summary["hyper_parameters"]["num_synthetic"] == 200 and summary["hyper_parameters"]["sigma"] == preset.sigma
+    utility = summary["utility"]
+    assert summary["accuracy"] == utility["max_test_accuracy"] and len(utility["history"]) == 2
+    assert summary["accuracy_honest"] == utility["honest_accuracy"]
+
+    synthetic = np.load(full / "synthetic.npz")
+    assert synthetic["x"].shape == (200, 8, 8, 1) and synthetic["x"].dtype == np.uint8
+    np.testing.assert_array_equal(np.bincount(synthetic["y"]), np.full(10, 20))
+    rows = (full / "history.csv").read_text().splitlines()
+    assert rows[0] == "generator_steps,epsilon,d_loss,g_loss,votes_kept"
+    steps, epsilons = zip(*[(int(r.split(",")[0]), float(r.split(",")[1])) for r in rows[1:]])
+    assert steps[-1] == summary["generator_steps"] and list(steps) == sorted(steps)
+    assert list(epsilons) == sorted(epsilons) and epsilons[-1] == pytest.approx(summary["epsilon"])
+    grid = np.asarray(Image.open(full / "samples.png"))
+    assert grid.shape[0] == 2 * (10 * 9 + 1)  # 10 rows of 8-pixel images, 1-pixel padding, scale 2
+    assert (full / "generator.keras").exists() and list((full / "checkpoints").glob("ckpt-*.index"))
+    out = results["full"].stdout
+    assert "epsilon spent" in out and "utility on real digits test" in out and str(full / "samples.png") in out
+
+
+def test_resumed_run_equals_an_uninterrupted_one(runs):
+    full, resumed, results = runs
+    assert "stopped after --max_train_seconds at step 1/" in results["stopped"].stdout
+    assert "1 already spent" in results["resumed"].stdout
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (full, resumed))
+    assert a["generator_steps"] == b["generator_steps"] and a["epsilon"] == b["epsilon"] <= a["target_epsilon"]
+    # Generator, teachers, optimizers and RNG states all continue: the same synthetic data, bit for bit.
+    np.testing.assert_array_equal(np.load(full / "synthetic.npz")["x"], np.load(resumed / "synthetic.npz")["x"])
+
+
+def test_train_app_refuses_unsafe_restarts(runs, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs[0], run_dir)
+    before = json.loads((run_dir / "summary.json").read_text())
+    changed = run_app("train_datalens.py", "--resume", f"--run_dir={run_dir}", "--sigma=1")
+    assert changed.returncode != 0 and "cannot change ['sigma']" in changed.stderr
+    again = run_app("train_datalens.py", *TINY, f"--run_dir={run_dir}")
+    assert again.returncode != 0 and "already holds a run" in again.stderr
+    # The budget is spent: resuming trains nothing more and reports the same epsilon.
+    more = run_app("train_datalens.py", "--resume", f"--run_dir={run_dir}", "--eval_epochs=1")
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "no training" in more.stdout
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert (after["generator_steps"], after["epsilon"]) == (before["generator_steps"], before["epsilon"])
+
+
+def test_generate_app_samples_the_saved_generator(runs, tmp_path):
+    full, _, _ = runs
+    out = tmp_path / "gen" / "s.npz"
+    result = run_app("generate.py", f"--generator={full / 'generator.keras'}", "--num=30", f"--out={out}", "--seed=3")
     assert result.returncode == 0, result.stderr[-2000:]
-    for flag in flags:
-        assert flag in result.stdout, flag
+    sample = np.load(out)
+    assert sample["x"].shape == (30, 8, 8, 1) and sample["x"].dtype == np.uint8
+    np.testing.assert_array_equal(sample["y"], np.arange(30) % 10)
+    assert np.asarray(Image.open(tmp_path / "gen" / "s.png")).shape[0] == 2 * (10 * 9 + 1)
 
 
 def test_evaluate_app_writes_both_protocols(tmp_path):

@@ -1,0 +1,284 @@
+"""Train DataLens under a privacy budget, then write the generator, synthetic data, sample grid and utility.
+
+  python3 apps/train_datalens.py --preset=mnist_quick
+  python3 apps/train_datalens.py --preset=mnist_eps1 --accountant=pld --run_dir=runs/mnist_eps1
+  python3 apps/train_datalens.py --run_dir=runs/mnist_eps1 --resume
+
+Every preset value (dlens_tf/presets.py) can be overridden by the flag of the same name. The run
+directory receives:
+  config.json      preset, resolved hyper-parameters, seeds (a resumed run reuses them)
+  checkpoints/     generator, teachers, both optimizers, RNG states and the privacy step counter
+  history.csv      every --log_steps generator steps: d_loss, g_loss, votes_kept, epsilon
+  generator.keras  the trained generator (apps/generate.py samples from it)
+  synthetic.npz    --num_synthetic records: x uint8 [n, H, W, C], y int [n]
+  samples.png      10 samples per class, one row per class
+  summary.json     accuracy (paper and honest protocols), epsilon, delta, generator steps,
+                   record-queries, accountant, wall seconds, machine, all hyper-parameters
+The privacy step counter is part of every checkpoint, so with --resume epsilon never resets and the
+run as a whole never spends more than the budget; --max_train_seconds stops a long run at a
+checkpoint for a later --resume. Without --seed the DP noise is seeded from OS entropy (and not
+recorded); the teacher partition always has a recorded seed so that a resumed run keeps it.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+from tensorflow import keras
+
+import dlens_tf
+from dlens_tf import data
+from dlens_tf.callbacks.privacy_budget import BudgetExhaustedError
+from dlens_tf.evaluation import evaluate_synthetic, save_image_grid
+from dlens_tf.models import DataLens, Generator, TeacherEnsemble
+from dlens_tf.presets import PRESETS, DataLensPreset, get_preset
+from dlens_tf.privacy.accountant import PrivacyAccountant
+
+import _cli  # apps/_cli.py
+
+# Preset fields a resumed run may change: they touch neither the model nor the DP mechanism.
+_RESUMABLE = ("epsilon", "accountant", "num_synthetic", "eval_epochs", "eval_optimizer", "eval_learning_rate")
+_GRID_PER_CLASS = 10
+
+flags.DEFINE_enum("preset", "mnist_quick", sorted(PRESETS), "Named hyper-parameter set (dlens_tf/presets.py).")
+flags.DEFINE_string("run_dir", None, "Output directory (default: runs/<preset>).")
+flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its latest checkpoint (epsilon never resets).")
+flags.DEFINE_integer("seed", None, "Seed of initialisation, sampling, DP noise and evaluation for a reproducible run "
+                     "(default: OS entropy, not recorded).")
+flags.DEFINE_integer("log_steps", 10, "Generator steps per history.csv row.")
+flags.DEFINE_float("log_every_seconds", 30.0, "Seconds between progress lines.")
+flags.DEFINE_float("checkpoint_minutes", 10.0, "Minutes between checkpoints (one is always written at the end).")
+flags.DEFINE_float("max_train_seconds", 0.0, "Stop training at a checkpoint after this long (0: no limit); "
+                   "continue later with --resume.")
+flags.DEFINE_string("data_dir", None, "Directory with the dataset files, if not installed (see dlens_tf.data.load).")
+
+
+def _define_preset_flags():
+    """One flag per preset field, default None = the preset's value."""
+    enums = {"accountant": ["rdp", "pld"], "eval_optimizer": ["adam", "sgd"], "dataset": list(data.NAMES)}
+    for field in dataclasses.fields(DataLensPreset):
+        if field.name == "note":
+            continue
+        doc = f"Override the preset's `{field.name}`."
+        if field.name in enums:
+            flags.DEFINE_enum(field.name, None, enums[field.name], doc)
+        elif field.type in (int, "int"):
+            flags.DEFINE_integer(field.name, None, doc)
+        elif field.type in (float, "float"):
+            flags.DEFINE_float(field.name, None, doc)
+        else:  # float | None
+            flags.DEFINE_string(field.name, None, doc + " A number, or 'none'.")
+
+
+_define_preset_flags()
+FLAGS = flags.FLAGS
+
+
+def _overrides():
+    out = {}
+    for field in dataclasses.fields(DataLensPreset):
+        if field.name != "note" and FLAGS[field.name].value is not None:
+            value = FLAGS[field.name].value
+            if field.name == "clip":
+                try:
+                    value = None if value.lower() == "none" else float(value)
+                except ValueError:
+                    raise app.UsageError(f"--clip: expected a number or 'none'. Received: {value!r}") from None
+            out[field.name] = value
+    return out
+
+
+def _resolve_run(run_dir):
+    """(preset name, partition seed, DataLensPreset): the saved ones when resuming, else from flags."""
+    config_path = os.path.join(run_dir, "config.json")
+    overrides = _overrides()
+    if FLAGS.resume:
+        if not os.path.exists(config_path):
+            raise app.UsageError(f"--resume: {config_path} does not exist; start the run without --resume.")
+        with open(config_path) as f:
+            saved = json.load(f)
+        config = DataLensPreset(**saved["config"])
+        fixed = sorted(k for k, v in overrides.items() if k not in _RESUMABLE and v != getattr(config, k))
+        if fixed:
+            raise app.UsageError(f"--resume cannot change {fixed}: they define the model or the DP mechanism.")
+        return saved["preset"], saved["partition_seed"], config.replace(**overrides)
+    if os.path.exists(config_path):
+        raise app.UsageError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run_dir.")
+    partition_seed = FLAGS.seed if FLAGS.seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
+    return FLAGS.preset, partition_seed, get_preset(FLAGS.preset).replace(**overrides)
+
+
+def _build(config, image_shape, num_classes, seed):
+    generator = Generator(z_dim=config.z_dim, num_classes=num_classes, image_shape=image_shape)
+    teachers = TeacherEnsemble(config.num_teachers, image_shape, num_classes, learning_rate=config.learning_rate,
+                               beta_1=config.beta_1, seed=seed)
+    topagg = dlens_tf.TopAgg(config.topk, config.sigma, config.beta, clip=config.clip, seed=seed)
+    model = DataLens(generator, teachers, topagg, batch_size=config.batch_size, gamma=config.gamma,
+                     d_steps=config.d_steps, pretrain_steps=config.pretrain_steps,
+                     learning_rate=config.learning_rate, beta_1=config.beta_1, seed=seed)
+    model.compile()
+    return model
+
+
+class _Progress(keras.callbacks.Callback):
+    """Progress lines (step / budget, epsilon, losses, ETA), a history.csv row per epoch, time limit.
+
+    Goes after `PrivacyBudget`: it reads `max_steps` and the epsilon that callback logs.
+    """
+
+    _COLUMNS = ("generator_steps", "epsilon", "d_loss", "g_loss", "votes_kept")
+
+    def __init__(self, budget, every_seconds, max_seconds, csv_path):
+        super().__init__()
+        self.budget, self.every_seconds, self.max_seconds = budget, every_seconds, max_seconds
+        self.csv_path = csv_path
+        self.stopped_for_time = False
+        if not os.path.exists(csv_path):
+            with open(csv_path, "w") as f:
+                f.write(",".join(self._COLUMNS) + "\n")
+
+    def on_train_begin(self, logs=None):
+        self.start = self.last = time.time()
+        self.start_steps = int(self.model.privacy_steps.numpy())
+        print(f"budget eps={self.budget.epsilon} delta={self.budget.delta} ({self.budget.accountant}): "
+              f"{self.budget.max_steps} generator steps; {self.start_steps} already spent.", flush=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        if self.max_seconds and now - self.start >= self.max_seconds and not self.budget.budget_exhausted:
+            self.model.stop_training = self.stopped_for_time = True
+        if now - self.last >= self.every_seconds or self.model.stop_training:
+            self.last = now
+            steps = int(self.model.privacy_steps.numpy())
+            per_step = (now - self.start) / max(steps - self.start_steps, 1)
+            values = " ".join(f"{k}={float(v):.4g}" for k, v in (logs or {}).items())
+            print(f"step {steps}/{self.budget.max_steps} {values} {per_step:.2f} s/step, "
+                  f"ETA {(self.budget.max_steps - steps) * per_step / 60:.1f} min", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = dict(logs or {}, generator_steps=int(self.model.privacy_steps.numpy()))
+        with open(self.csv_path, "a") as f:
+            f.write(",".join(str(row.get(k, "")) for k in self._COLUMNS) + "\n")
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """Saves the full training state every `minutes` and at the end, with the run's accumulated seconds."""
+
+    def __init__(self, manager, minutes, state_path, seconds_before, start):
+        super().__init__()
+        self.manager, self.minutes, self.state_path = manager, minutes, state_path
+        self.seconds_before, self.start, self.last = seconds_before, start, time.time()
+
+    def save(self):
+        steps = int(self.model.privacy_steps.numpy())
+        self.manager.save(checkpoint_number=steps)
+        with open(self.state_path, "w") as f:
+            json.dump(dict(seconds=self.seconds_before + time.time() - self.start, generator_steps=steps), f)
+        self.last = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.time() - self.last >= 60 * self.minutes:
+            self.save()
+
+    def on_train_end(self, logs=None):
+        self.save()
+
+
+def main(argv):
+    del argv
+    start = time.time()
+    run_dir = FLAGS.run_dir or os.path.join("runs", FLAGS.preset)
+    preset, partition_seed, config = _resolve_run(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(dict(preset=preset, partition_seed=partition_seed, config=config.to_dict()), f, indent=2)
+    print(f"run {run_dir}: preset {preset}; DP noise seed: "
+          f"{FLAGS.seed if FLAGS.seed is not None else 'OS entropy'}", flush=True)
+
+    if FLAGS.seed is not None:
+        keras.utils.set_random_seed(FLAGS.seed)  # also seeds the layers' default initialisers
+    (x_train, y_train), (x_test, y_test) = data.load(config.dataset, FLAGS.data_dir)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    model = _build(config, x_train.shape[1:], num_classes, FLAGS.seed)
+    model.set_data(x_train, y_train, seed=partition_seed)
+
+    state_path = os.path.join(run_dir, "train_state.json")
+    checkpoint = tf.train.Checkpoint(model=model)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=1)
+    seconds_before = 0.0
+    if FLAGS.resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+        with open(state_path) as f:
+            seconds_before = json.load(f)["seconds"]
+        print(f"resumed {manager.latest_checkpoint}: {int(model.privacy_steps.numpy())} generator steps spent",
+              flush=True)
+
+    event = model.dp_event_per_step()
+    max_steps = PrivacyAccountant(config.accountant).max_compositions(event, config.epsilon, config.delta)
+    budget = dlens_tf.PrivacyBudget(config.epsilon, config.delta, accountant=config.accountant)
+    progress = _Progress(budget, FLAGS.log_every_seconds, FLAGS.max_train_seconds,
+                         os.path.join(run_dir, "history.csv"))
+    saver = _Checkpoint(manager, FLAGS.checkpoint_minutes, state_path, seconds_before, start)
+    remaining = max(max_steps - int(model.privacy_steps.numpy()), 1)
+    try:
+        model.fit(steps_per_epoch=FLAGS.log_steps, epochs=-(-remaining // FLAGS.log_steps), verbose=0,
+                  callbacks=[budget, progress, saver])
+    except BudgetExhaustedError as e:
+        print(f"no training: {e}", flush=True)
+    train_seconds = seconds_before + time.time() - start
+    if progress.stopped_for_time:
+        print(f"stopped after --max_train_seconds at step {int(model.privacy_steps.numpy())}/{max_steps}; "
+              f"continue with: --run_dir={run_dir} --resume", flush=True)
+        return
+
+    steps = int(model.privacy_steps.numpy())
+    epsilon = PrivacyAccountant(config.accountant).compose(event, steps).get_epsilon(config.delta) if steps else 0.0
+    generator_path = os.path.join(run_dir, "generator.keras")
+    model.generator.save(generator_path)
+    x_syn, y_syn = model.generate(config.num_synthetic, seed=FLAGS.seed)
+    np.savez_compressed(os.path.join(run_dir, "synthetic.npz"), x=x_syn, y=y_syn)
+    grid_path = os.path.join(run_dir, "samples.png")
+    x_grid, y_grid = model.generate(_GRID_PER_CLASS * num_classes,
+                                    labels=np.repeat(np.arange(num_classes), _GRID_PER_CLASS), seed=FLAGS.seed)
+    save_image_grid(grid_path, x_grid, y_grid, num_classes=num_classes, per_class=_GRID_PER_CLASS)
+
+    utility = evaluate_synthetic(x_syn, y_syn, x_test, y_test, num_classes=num_classes, epochs=config.eval_epochs,
+                                 optimizer=config.eval_optimizer, learning_rate=config.eval_learning_rate,
+                                 seed=FLAGS.seed, verbose=1)
+    summary = dict(
+        preset=preset,
+        dataset=config.dataset,
+        accuracy=utility.max_test_accuracy,
+        accuracy_honest=utility.honest_accuracy,
+        epsilon=epsilon,
+        target_epsilon=config.epsilon,
+        delta=config.delta,
+        accountant=config.accountant,
+        generator_steps=steps,
+        max_generator_steps=max_steps,
+        record_queries=steps * config.batch_size,
+        train_seconds=round(train_seconds, 1),
+        wall_seconds=round(seconds_before + time.time() - start, 1),
+        machine=dict(cores=os.cpu_count(), platform=platform.platform(), tensorflow=tf.__version__),
+        seed=FLAGS.seed,
+        partition_seed=partition_seed,
+        hyper_parameters=config.to_dict(),
+        utility=utility.to_dict(),
+        files=dict(generator="generator.keras", synthetic="synthetic.npz", grid="samples.png", history="history.csv"),
+    )
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"epsilon spent: {epsilon:.4f} of {config.epsilon} (delta={config.delta}, {config.accountant}) in "
+          f"{steps} generator steps ({steps * config.batch_size} record-queries)\n"
+          f"utility on real {config.dataset} test: {utility.max_test_accuracy:.4f} (paper protocol: max over "
+          f"epochs), {utility.honest_accuracy:.4f} (honest: epoch chosen on held-out synthetic data)\n"
+          f"samples: {grid_path}\nsummary: {os.path.join(run_dir, 'summary.json')}", flush=True)
+
+
+if __name__ == "__main__":
+    _cli.run(main)
