@@ -265,7 +265,7 @@ class TeacherEnsemble(keras.Model):
         for j, (name, shape) in enumerate(self._shapes):
             full = (n,) + shape
             if name.endswith("kernel"):
-                init = rng.normal(full, tf.constant([self._init_seed, index * 64 + j], tf.int64), _INIT_STDDEV)
+                init = tf.random.stateless_normal(full, [self._init_seed, index * 64 + j], stddev=_INIT_STDDEV)
             else:
                 init = tf.zeros(full)
             params.append(tf.Variable(tf.cast(init, dtype), trainable=False, name=f"shard{index}/{name}"))
