@@ -9,7 +9,7 @@ whatever the FPU's flush-to-zero mode. Ties in magnitude are broken by the lower
 Every row therefore gets exactly k selected entries whatever it holds, which is what
 TopAgg's sensitivity bound needs.
 
-Selection for rows of >= 128 entries: thresholds read off a strided sample's ranks, then
+Selection for rows of >= 128 entries with k > d / 16: thresholds read off a strided sample's ranks, then
 counting passes (several thresholds per pass, counts packed in one int64 sum) until a
 threshold t has count(|g| >= t) == k exactly; rows never resolved (ties at the k-th
 magnitude, a k-th magnitude below the smallest normal float, or bad luck) get the exact
@@ -54,6 +54,8 @@ def _exact_cut(bits, k):
 # Fast selection: per-row thresholds t with count(|g| >= t) == k, found by counting passes.
 _SAMPLE = 32  # entries per row whose ranks seed the first thresholds
 _PASSES = 8  # counting passes before the leftover rows go to the exact path
+# For k <= d / 16 TensorFlow's heap-based top_k is faster (0.04 s vs 0.6 s at [256, 26000], k=260).
+_SPARSE_RATIO = 16
 _TINY = 1.1754944e-38  # smallest normal float32: thresholds stay >= it, so flush-to-zero cannot change a comparison
 
 
@@ -140,7 +142,7 @@ def topk_mask(g, k):
     if k == d:
         return tf.ones_like(g, tf.bool)
     bits = _magnitude_bits(g)
-    if d is None or g.dtype == tf.float64 or d < 4 * _SAMPLE:
+    if d is None or g.dtype == tf.float64 or d < 4 * _SAMPLE or k * _SPARSE_RATIO <= d:
         cut_bits, cut_index = _exact_cut(bits, k)
     else:
         cut_bits, cut_index = _thresholds_with_fallback(tf.abs(tf.cast(g, tf.float32)), bits, k)
