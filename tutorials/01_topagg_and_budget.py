@@ -8,7 +8,6 @@ votes a budget buys, and (4) train a small model with TopAgg as its aggregation 
 under `PrivacyBudget`, which stops `model.fit` before the budget would be exceeded.
 """
 
-import dp_accounting
 import numpy as np
 import tensorflow as tf
 from tensorflow import keras
