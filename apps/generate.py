@@ -7,14 +7,12 @@ gets class j % num_classes) unless --label restricts them to one class.
 """
 
 import os
-import types
 
 import numpy as np
 from absl import flags
 from tensorflow import keras
 
 from dlens_tf.evaluation import save_image_grid
-from dlens_tf.models import DataLens
 
 import _cli  # apps/_cli.py
 
@@ -33,18 +31,16 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     generator = keras.models.load_model(FLAGS.generator)
-    # DataLens.generate only uses the generator and its class count: reuse it on the loaded generator.
-    sampler = types.SimpleNamespace(generator=generator, num_classes=generator.num_classes)
     labels = None if FLAGS.label is None else np.full(FLAGS.num, FLAGS.label)
-    x, y = DataLens.generate(sampler, FLAGS.num, labels=labels, batch_size=FLAGS.batch_size, seed=FLAGS.seed)
+    x, y = generator.sample(FLAGS.num, labels=labels, batch_size=FLAGS.batch_size, seed=FLAGS.seed)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     np.savez_compressed(FLAGS.out, x=x, y=y)
     print(f"{len(x)} records {x.shape[1:]} -> {FLAGS.out}")
     grid = FLAGS.grid or os.path.splitext(FLAGS.out)[0] + ".png"
     if grid.lower() != "none":
         classes = np.arange(generator.num_classes)
-        x_grid, y_grid = DataLens.generate(sampler, FLAGS.per_class * len(classes),
-                                           labels=np.repeat(classes, FLAGS.per_class), seed=FLAGS.seed)
+        x_grid, y_grid = generator.sample(FLAGS.per_class * len(classes), labels=np.repeat(classes, FLAGS.per_class),
+                                          seed=FLAGS.seed)
         save_image_grid(grid, x_grid, y_grid, num_classes=len(classes), per_class=FLAGS.per_class)
         print(f"sample grid -> {grid}")
 

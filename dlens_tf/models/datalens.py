@@ -6,7 +6,6 @@ from tensorflow import keras
 
 from dlens_tf.compression import rng
 from dlens_tf.data.partition import partition
-from dlens_tf.data.scaling import to_uint8
 from dlens_tf.models.base import PrivateModel
 from dlens_tf.models.generator import Generator
 from dlens_tf.models.teachers import TeacherEnsemble, _positive_float, _positive_int
@@ -244,35 +243,8 @@ class DataLens(PrivateModel):
 
     # ---------------------------------------------------------------------------- sampling
     def generate(self, n, labels=None, batch_size=1000, seed=None):
-        """Draws n synthetic records.
-
-        Args:
-          n: number of records.
-          labels: int class per record `[n]`; None = balanced, record j gets class j % num_classes.
-          batch_size: records per generator call.
-          seed: seed of the noise z; None = OS entropy.
-
-        Returns:
-          (x uint8 `[n, H, W, C]`, y int64 `[n]`).
-        """
-        n = _positive_int("n", n)
-        batch_size = _positive_int("batch_size", batch_size)
-        if labels is None:
-            labels = np.arange(n) % self.num_classes
-        labels = np.asarray(labels)
-        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"Received an invalid value for `labels`, expected {n} integer labels. "
-                             f"Received: shape={labels.shape}, dtype={labels.dtype}")
-        if labels.min() < 0 or labels.max() >= self.num_classes:
-            raise ValueError(f"Received an invalid value for `labels`, expected values in [0, {self.num_classes}). "
-                             f"Received: min={labels.min()}, max={labels.max()}")
-        noise = np.random.default_rng(seed)
-        out = []
-        for start in range(0, n, batch_size):
-            lab = labels[start : start + batch_size]
-            z = noise.uniform(-1.0, 1.0, (len(lab), self.generator.z_dim)).astype(np.float32)
-            out.append(to_uint8(self.generator([z, tf.one_hot(lab, self.num_classes)], training=False).numpy()))
-        return np.concatenate(out), labels.astype(np.int64)
+        """Draws n synthetic records from the generator: see `Generator.sample`."""
+        return self.generator.sample(n, labels=labels, batch_size=batch_size, seed=seed)
 
     def get_config(self):
         config = super().get_config()

@@ -1,8 +1,10 @@
 """Conditional DCGAN generator: the DataLens student."""
 
+import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
+from dlens_tf.data.scaling import to_uint8
 from dlens_tf.models.teachers import _positive_int, validate_image_shape
 
 
@@ -76,6 +78,37 @@ class Generator(keras.Model):
 
     def build_from_config(self, config):
         self.build()
+
+    def sample(self, n, labels=None, batch_size=1000, seed=None):
+        """Draws n synthetic records (post-processing of the trained generator: no privacy cost).
+
+        Args:
+          n: number of records.
+          labels: int class per record `[n]`; None = balanced, record j gets class j % num_classes.
+          batch_size: records per generator call.
+          seed: seed of the noise z; None = OS entropy.
+
+        Returns:
+          (x uint8 `[n, H, W, C]`, y int64 `[n]`).
+        """
+        n = _positive_int("n", n)
+        batch_size = _positive_int("batch_size", batch_size)
+        if labels is None:
+            labels = np.arange(n) % self.num_classes
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"Received an invalid value for `labels`, expected {n} integer labels. "
+                             f"Received: shape={labels.shape}, dtype={labels.dtype}")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"Received an invalid value for `labels`, expected values in [0, {self.num_classes}). "
+                             f"Received: min={labels.min()}, max={labels.max()}")
+        noise = np.random.default_rng(seed)
+        out = []
+        for start in range(0, n, batch_size):
+            lab = labels[start : start + batch_size]
+            z = noise.uniform(-1.0, 1.0, (len(lab), self.z_dim)).astype(np.float32)
+            out.append(to_uint8(self([z, tf.one_hot(lab, self.num_classes)], training=False).numpy()))
+        return np.concatenate(out), labels.astype(np.int64)
 
     def get_config(self):
         config = super().get_config()
