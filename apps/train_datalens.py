@@ -33,9 +33,8 @@ from tensorflow import keras
 
 import dlens_tf
 from dlens_tf import data
-from dlens_tf.callbacks.privacy_budget import BudgetExhaustedError
+from dlens_tf.callbacks import BudgetExhaustedError, BudgetProgress
 from dlens_tf.evaluation import evaluate_synthetic, save_image_grid
-from dlens_tf.models import DataLens, Generator, TeacherEnsemble
 from dlens_tf.presets import PRESETS, DataLensPreset, get_preset
 from dlens_tf.privacy.accountant import PrivacyAccountant
 
@@ -113,59 +112,6 @@ def _resolve_run(run_dir):
     return FLAGS.preset, partition_seed, get_preset(FLAGS.preset).replace(**overrides)
 
 
-def _build(config, image_shape, num_classes, seed):
-    generator = Generator(z_dim=config.z_dim, num_classes=num_classes, image_shape=image_shape)
-    teachers = TeacherEnsemble(config.num_teachers, image_shape, num_classes, learning_rate=config.learning_rate,
-                               beta_1=config.beta_1, seed=seed)
-    topagg = dlens_tf.TopAgg(config.topk, config.sigma, config.beta, clip=config.clip, seed=seed)
-    model = DataLens(generator, teachers, topagg, batch_size=config.batch_size, gamma=config.gamma,
-                     d_steps=config.d_steps, pretrain_steps=config.pretrain_steps,
-                     learning_rate=config.learning_rate, beta_1=config.beta_1, seed=seed)
-    model.compile()
-    return model
-
-
-class _Progress(keras.callbacks.Callback):
-    """Progress lines (step / budget, epsilon, losses, ETA), a history.csv row per epoch, time limit.
-
-    Goes after `PrivacyBudget`: it reads `max_steps` and the epsilon that callback logs.
-    """
-
-    _COLUMNS = ("generator_steps", "epsilon", "d_loss", "g_loss", "votes_kept")
-
-    def __init__(self, budget, every_seconds, max_seconds, csv_path):
-        super().__init__()
-        self.budget, self.every_seconds, self.max_seconds = budget, every_seconds, max_seconds
-        self.csv_path = csv_path
-        self.stopped_for_time = False
-        if not os.path.exists(csv_path):
-            with open(csv_path, "w") as f:
-                f.write(",".join(self._COLUMNS) + "\n")
-
-    def on_train_begin(self, logs=None):
-        self.start = self.last = time.time()
-        self.start_steps = int(self.model.privacy_steps.numpy())
-        print(f"budget eps={self.budget.epsilon} delta={self.budget.delta} ({self.budget.accountant}): "
-              f"{self.budget.max_steps} generator steps; {self.start_steps} already spent.", flush=True)
-
-    def on_train_batch_end(self, batch, logs=None):
-        now = time.time()
-        if self.max_seconds and now - self.start >= self.max_seconds and not self.budget.budget_exhausted:
-            self.model.stop_training = self.stopped_for_time = True
-        if now - self.last >= self.every_seconds or self.model.stop_training:
-            self.last = now
-            steps = int(self.model.privacy_steps.numpy())
-            per_step = (now - self.start) / max(steps - self.start_steps, 1)
-            values = " ".join(f"{k}={float(v):.4g}" for k, v in (logs or {}).items())
-            print(f"step {steps}/{self.budget.max_steps} {values} {per_step:.2f} s/step, "
-                  f"ETA {(self.budget.max_steps - steps) * per_step / 60:.1f} min", flush=True)
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = dict(logs or {}, generator_steps=int(self.model.privacy_steps.numpy()))
-        with open(self.csv_path, "a") as f:
-            f.write(",".join(str(row.get(k, "")) for k in self._COLUMNS) + "\n")
-
-
 class _Checkpoint(keras.callbacks.Callback):
     """Saves the full training state every `minutes` and at the end, with the run's accumulated seconds."""
 
@@ -204,7 +150,7 @@ def main(argv):
         keras.utils.set_random_seed(FLAGS.seed)  # also seeds the layers' default initialisers
     (x_train, y_train), (x_test, y_test) = data.load(config.dataset, FLAGS.data_dir)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    model = _build(config, x_train.shape[1:], num_classes, FLAGS.seed)
+    model = config.build(x_train.shape[1:], num_classes, seed=FLAGS.seed)
     model.set_data(x_train, y_train, seed=partition_seed)
 
     state_path = os.path.join(run_dir, "train_state.json")
@@ -221,7 +167,7 @@ def main(argv):
     event = model.dp_event_per_step()
     max_steps = PrivacyAccountant(config.accountant).max_compositions(event, config.epsilon, config.delta)
     budget = dlens_tf.PrivacyBudget(config.epsilon, config.delta, accountant=config.accountant)
-    progress = _Progress(budget, FLAGS.log_every_seconds, FLAGS.max_train_seconds,
+    progress = BudgetProgress(budget, FLAGS.log_every_seconds, FLAGS.max_train_seconds,
                          os.path.join(run_dir, "history.csv"))
     saver = _Checkpoint(manager, FLAGS.checkpoint_minutes, state_path, seconds_before, start)
     remaining = max(max_steps - int(model.privacy_steps.numpy()), 1)
@@ -237,7 +183,7 @@ def main(argv):
         return
 
     steps = int(model.privacy_steps.numpy())
-    epsilon = PrivacyAccountant(config.accountant).compose(event, steps).get_epsilon(config.delta) if steps else 0.0
+    epsilon = budget.epsilon_after(steps) if steps else 0.0
     generator_path = os.path.join(run_dir, "generator.keras")
     model.generator.save(generator_path)
     x_syn, y_syn = model.generate(config.num_synthetic, seed=FLAGS.seed)

@@ -36,7 +36,7 @@ def _peak_rss_gb():
 
 def _forward_flops(batch, widths, executed):
     """FLOPs of one forward pass of one teacher on `batch` records (executed: label channels folded)."""
-    (h, w, c), y = SHAPE, CLASSES
+    (_, _, c), y = SHAPE, CLASSES
     f1, f2, units = widths
     p1, p2 = 14 * 14, 7 * 7
     if executed:

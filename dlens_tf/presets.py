@@ -2,6 +2,9 @@
 
 import dataclasses
 
+from dlens_tf.models import DataLens, Generator, TeacherEnsemble
+from dlens_tf.privacy import TopAgg
+
 
 @dataclasses.dataclass(frozen=True)
 class DataLensPreset:
@@ -57,6 +60,18 @@ class DataLensPreset:
         if unknown:
             raise ValueError(f"Received unknown preset fields {unknown}. Known: {[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **overrides)
+
+    def build(self, image_shape, num_classes, seed=None):
+        """A compiled `DataLens` model (generator, teachers, TopAgg) with these hyper-parameters."""
+        generator = Generator(z_dim=self.z_dim, num_classes=num_classes, image_shape=image_shape)
+        teachers = TeacherEnsemble(self.num_teachers, image_shape, num_classes, learning_rate=self.learning_rate,
+                                   beta_1=self.beta_1, seed=seed)
+        topagg = TopAgg(self.topk, self.sigma, self.beta, clip=self.clip, seed=seed)
+        model = DataLens(generator, teachers, topagg, batch_size=self.batch_size, gamma=self.gamma,
+                         d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
+                         learning_rate=self.learning_rate, beta_1=self.beta_1, seed=seed)
+        model.compile()
+        return model
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -10,7 +10,6 @@ under `PrivacyBudget`, which stops `model.fit` before the budget would be exceed
 
 import numpy as np
 import tensorflow as tf
-from tensorflow import keras
 
 import dlens_tf
 from dlens_tf.compression import topk_stochastic_sign

@@ -10,7 +10,6 @@ For the paper's settings, use the app: python apps/train_datalens.py --preset=mn
 import os
 import pathlib
 
-import numpy as np
 
 import dlens_tf
 from dlens_tf import data

@@ -13,7 +13,6 @@ mechanisms; the study runs it as the "recommended" rows.
 import csv
 import dataclasses
 
-from dlens_tf.models.dpsgd_experiment import DPSGDExperiment
 
 
 def study_grid(compressors=("topk", "randk", "lowrank"), rates=(0.1, 0.01), ranks=(1, 4),

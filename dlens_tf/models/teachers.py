@@ -32,7 +32,6 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
-from dlens_tf.compression import rng
 
 _KERNEL = 5
 _STRIDE = 2

@@ -1,0 +1,55 @@
+"""Progress reporting for long private training runs."""
+
+import os
+import time
+
+from tensorflow import keras
+
+
+class BudgetProgress(keras.callbacks.Callback):
+    """Progress lines for long private runs: step / budget, epsilon, losses, ETA; a CSV row per epoch.
+
+    Goes after `PrivacyBudget` in the callback list: it reads `budget.max_steps` and the epsilon
+    that callback logs. With `max_seconds` > 0 it stops training (at a step boundary, for a later
+    resume) once that much time has passed.
+
+    Args:
+      budget: the run's `PrivacyBudget`.
+      every_seconds: seconds between progress lines.
+      max_seconds: stop after this long; 0 means no limit.
+      csv_path: file receiving one row per epoch (appended to when it exists, as on resume).
+    """
+
+    _COLUMNS = ("generator_steps", "epsilon", "d_loss", "g_loss", "votes_kept")
+
+    def __init__(self, budget, every_seconds, max_seconds, csv_path):
+        super().__init__()
+        self.budget, self.every_seconds, self.max_seconds = budget, every_seconds, max_seconds
+        self.csv_path = csv_path
+        self.stopped_for_time = False
+        if not os.path.exists(csv_path):
+            with open(csv_path, "w") as f:
+                f.write(",".join(self._COLUMNS) + "\n")
+
+    def on_train_begin(self, logs=None):
+        self.start = self.last = time.time()
+        self.start_steps = int(self.model.privacy_steps.numpy())
+        print(f"budget eps={self.budget.epsilon} delta={self.budget.delta} ({self.budget.accountant}): "
+              f"{self.budget.max_steps} generator steps; {self.start_steps} already spent.", flush=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        if self.max_seconds and now - self.start >= self.max_seconds and not self.budget.budget_exhausted:
+            self.model.stop_training = self.stopped_for_time = True
+        if now - self.last >= self.every_seconds or self.model.stop_training:
+            self.last = now
+            steps = int(self.model.privacy_steps.numpy())
+            per_step = (now - self.start) / max(steps - self.start_steps, 1)
+            values = " ".join(f"{k}={float(v):.4g}" for k, v in (logs or {}).items())
+            print(f"step {steps}/{self.budget.max_steps} {values} {per_step:.2f} s/step, "
+                  f"ETA {(self.budget.max_steps - steps) * per_step / 60:.1f} min", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = dict(logs or {}, generator_steps=int(self.model.privacy_steps.numpy()))
+        with open(self.csv_path, "a") as f:
+            f.write(",".join(str(row.get(k, "")) for k in self._COLUMNS) + "\n")
