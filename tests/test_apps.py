@@ -35,7 +35,7 @@ def test_paper_presets_hold_the_official_hyper_parameters():
     for name, values in official.items():
         p = get_preset(name)
         assert (p.dataset, p.num_teachers, p.topk, p.sigma, p.beta, p.clip, p.z_dim, p.epsilon) == values, name
-        assert (p.delta, p.gamma, p.d_steps, p.batch_size, p.pretrain_steps) == (1e-5, 1e-3, 2, 30, 10), name
+        assert (p.delta, p.gamma, p.d_steps, p.batch_size, p.pretrain_steps) == (1e-5, 1e-3, 2, 15, 10), name
         assert (p.learning_rate, p.beta_1, p.num_synthetic) == (1e-3, 0.5, 100_000), name
 
 
