@@ -45,7 +45,8 @@ _RESUMABLE = ("epsilon", "accountant", "num_synthetic", "eval_epochs", "eval_opt
 _GRID_PER_CLASS = 10
 
 flags.DEFINE_enum("preset", "mnist_quick", sorted(PRESETS), "Named hyper-parameter set (dlens_tf/presets.py).")
-flags.DEFINE_string("run_dir", None, "Output directory (default: runs/<preset>).")
+flags.DEFINE_string("run_dir", None, "Output directory (default: runs/<preset>, or runs/<preset>-<time> when that "
+                    "exists and --resume is not given).")
 flags.DEFINE_bool("resume", False, "Continue the run in --run_dir from its latest checkpoint (epsilon never resets).")
 flags.DEFINE_integer("seed", None, "Seed of initialisation, sampling, DP noise and evaluation for a reproducible run "
                      "(default: OS entropy, not recorded).")
@@ -139,6 +140,8 @@ def main(argv):
     del argv
     start = time.time()
     run_dir = FLAGS.run_dir or os.path.join("runs", FLAGS.preset)
+    if FLAGS.run_dir is None and not FLAGS.resume and os.path.exists(run_dir):
+        run_dir += time.strftime("-%Y%m%d-%H%M%S")  # the default directory never refuses a fresh run
     preset, partition_seed, config = _resolve_run(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
