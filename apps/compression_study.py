@@ -4,7 +4,7 @@
 
 Writes <prefix>.md, <prefix>.csv, <prefix>.png and <prefix>.json. Compression is applied to the
 noisy average (post-processing); "+ef" rows add error feedback (our reading of the study's
-recommendation, see dlens_tf.models.compression_study).
+recommendation, see dlens_tf.experiments.compression_study).
 """
 
 import json
@@ -12,10 +12,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from dlens_tf.models import compression_study as study  # noqa: E402
-from dlens_tf.models.dpsgd_experiment import DPSGDExperiment  # noqa: E402
+from dlens_tf.experiments import compression_study as study  # noqa: E402
+from dlens_tf.experiments.dpsgd import DPSGDExperiment  # noqa: E402
+
+import _cli  # apps/_cli.py  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "fashion_mnist", "digits"], "Dataset.")
@@ -56,4 +58,4 @@ def main_flags():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

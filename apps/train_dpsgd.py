@@ -11,9 +11,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from dlens_tf.models.dpsgd_experiment import DPSGDExperiment  # noqa: E402
+from dlens_tf.experiments.dpsgd import DPSGDExperiment  # noqa: E402
+
+import _cli  # apps/_cli.py  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "fashion_mnist", "digits"], "Training/test data (offline).")
@@ -69,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _cli.run(main)

@@ -22,7 +22,7 @@ from absl import app, flags  # noqa: E402
 from tensorflow import keras  # noqa: E402
 
 from dlens_tf.models import make_private  # noqa: E402
-from dlens_tf.models.dpsgd_experiment import small_cnn  # noqa: E402
+from dlens_tf.experiments.dpsgd import small_cnn  # noqa: E402
 
 flags.DEFINE_integer("steps", 20, "Timed steps of the fast variants (non-private, ours).")
 flags.DEFINE_integer("tfp_steps", 3, "Timed steps of each TF Privacy optimizer (slow).")

@@ -81,6 +81,9 @@ def test_helpfull_exits_0_and_lists_the_flags():
                               "--max_train_seconds", "mnist_eps1", "fmnist_eps10"],
         "generate.py": ["--generator", "--num", "--out", "--grid", "--seed"],
         "evaluate.py": ["--data", "--dataset", "--protocol", "--holdout_fraction", "--epochs"],
+        "train_dpsgd.py": ["--mechanism", "--epsilon", "--noise_placement", "--sampling", "--output"],
+        "compression_study.py": ["--compressors", "--rates", "--noise_multipliers", "--output_prefix"],
+        "dpsgd_table.py": ["--results", "--out"],
     }
     processes = {name: start(name, "--helpfull") for name in expected}
     for name, flags in expected.items():

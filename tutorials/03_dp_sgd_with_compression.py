@@ -19,7 +19,7 @@ from tensorflow import keras  # noqa: E402
 import dlens_tf  # noqa: E402
 from dlens_tf import data  # noqa: E402
 from dlens_tf.models import make_private  # noqa: E402
-from dlens_tf.models.dpsgd_experiment import small_cnn  # noqa: E402
+from dlens_tf.experiments.dpsgd import small_cnn  # noqa: E402
 from dlens_tf.privacy.calibration import calibrate_noise_multiplier  # noqa: E402
 from dlens_tf.privacy.sampling import private_batches  # noqa: E402
 
