@@ -3,12 +3,12 @@
 import tensorflow as tf
 
 from dlens_tf.compression import rng
-from dlens_tf.compression.topk import _validate_k
+from dlens_tf.compression.topk import validate_k
 
 
 def randk_indices(d, k, seed):
     """k distinct coordinates of range(d), uniformly at random, sorted; `seed` is a shape-[2] integer tensor."""
-    _validate_k(k, d)
+    validate_k(k, d)
     _, idx = tf.math.top_k(rng.uniform([d], seed), k=k, sorted=False)
     return tf.sort(idx)
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 from dlens_tf.compression import rng
 
 
-def _validate_k(k, row_length):
+def validate_k(k, row_length):
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
         raise ValueError(f"Received an invalid value for `k`, expected a positive integer. Received: k={k!r}")
     if row_length is not None and k > row_length:
@@ -138,7 +138,7 @@ def topk_mask(g, k):
     if g.shape.rank != 2:
         raise ValueError(f"Expected `g` of rank 2 [rows, d]. Received: shape={g.shape}")
     d = g.shape[1]
-    _validate_k(k, d)
+    validate_k(k, d)
     if k == d:
         return tf.ones_like(g, tf.bool)
     bits = _magnitude_bits(g)

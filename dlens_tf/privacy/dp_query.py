@@ -4,6 +4,7 @@ import tensorflow as tf
 import tensorflow_privacy as tfp
 
 from dlens_tf.compression import topk_stochastic_sign
+from dlens_tf.compression.topk import validate_k
 from dlens_tf.privacy.topagg import noisy_vote, topagg_dp_event, validate_topagg_args
 
 
@@ -38,8 +39,7 @@ class TopAggQuery(tfp.SumAggregationDPQuery):
     def preprocess_record(self, params, record):
         tensors = tf.nest.flatten(record)
         vector = tf.concat([tf.reshape(tf.cast(t, tf.float32), [-1]) for t in tensors], axis=0)
-        if vector.shape[0] is not None and self._k > vector.shape[0]:
-            raise ValueError(f"Received an invalid value for `k`, expected at most the record size {vector.shape[0]}. Received: k={self._k}")
+        validate_k(self._k, vector.shape[0])
         signs = topk_stochastic_sign(vector[tf.newaxis], self._k, self._clip, self._rng.make_seeds(1)[:, 0])[0]
         sizes = [tf.size(t) for t in tensors]
         parts = tf.split(signs, sizes)

@@ -12,12 +12,12 @@ import tensorflow as tf
 from tensorflow import keras
 
 from dlens_tf.compression import rng, topk_stochastic_sign
+from dlens_tf.compression.topk import validate_k
 
 
 def validate_topagg_args(k, sigma, beta, clip):
     """Raise ValueError naming the first invalid TopAgg argument."""
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"Received an invalid value for `k`, expected a positive integer. Received: k={k!r}")
+    validate_k(k, None)
     if not isinstance(sigma, (int, float)) or isinstance(sigma, bool) or not math.isfinite(sigma) or sigma <= 0:
         raise ValueError(f"Received an invalid value for `sigma`, expected a positive finite number. Received: sigma={sigma!r}")
     if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta < 0:
@@ -94,11 +94,7 @@ class TopAgg(keras.layers.Layer):
             raise ValueError(
                 f"TopAgg expects gradients shaped [num_teachers, batch, *record_shape]. Received: shape={input_shape}"
             )
-        record_size = input_shape[2:].num_elements()
-        if record_size is not None and self.k > record_size:
-            raise ValueError(
-                f"Received an invalid value for `k`, expected at most the record size {record_size}. Received: k={self.k}"
-            )
+        validate_k(self.k, input_shape[2:].num_elements())
         with tf.init_scope():
             if self.seed is None:
                 self._rng = tf.random.Generator.from_non_deterministic_state()

@@ -5,7 +5,7 @@ import math
 import tensorflow as tf
 
 from dlens_tf.compression import topk_stochastic_sign
-from dlens_tf.compression.topk import _validate_k
+from dlens_tf.compression.topk import validate_k
 from dlens_tf.privacy.mechanisms.base import Mechanism, _validate_positive, register
 
 
@@ -48,7 +48,7 @@ class TopAggMechanism(Mechanism):
         super().__init__(l2_norm_clip, noise_multiplier)
         validate_rate(rate)
         if k is not None:
-            _validate_k(k, None)
+            validate_k(k, None)
         _validate_positive("beta", beta, allow_zero=True)
         if sign_clip is not None:
             _validate_positive("sign_clip", sign_clip)
@@ -57,7 +57,7 @@ class TopAggMechanism(Mechanism):
     def build(self, variable_shapes):
         super().build(variable_shapes)
         self.kept = self.k if self.k is not None else k_from_rate(self.rate, self.dimension)
-        _validate_k(self.kept, self.dimension)
+        validate_k(self.kept, self.dimension)
 
     def contribution_bound(self):
         return math.sqrt(self.kept)
