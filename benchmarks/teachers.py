@@ -20,7 +20,8 @@ from dlens_tf.models.teachers import TeacherEnsemble, build_discriminator, defau
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_teachers", 4000, "Teachers N.")
-flags.DEFINE_integer("batch", 30, "Records m per teacher batch and synthetic batch.")
+flags.DEFINE_integer("batch", 15, "Records m per teacher batch and synthetic batch (the paper's effective "
+                     "batch: one partition, 60000 / 4000 = 15 records).")
 flags.DEFINE_integer("d_steps", 2, "Discriminator updates per generator step.")
 flags.DEFINE_integer("partition_size", 15, "Records per teacher partition (60000 / 4000 for MNIST).")
 flags.DEFINE_integer("loop_teachers", 20, "Per-teacher Keras models timed for the loop baseline.")
