@@ -78,11 +78,6 @@ def _out_size(size):
     return -(-size // _STRIDE)
 
 
-def _same_padding(size):
-    total = max((_out_size(size) - 1) * _STRIDE + _KERNEL - size, 0)
-    return total // 2, total - total // 2
-
-
 def _valid_taps(h, w):
     """[ho * wo, 25] float: 1 where a kernel tap of an output position falls inside the image."""
     taps = _KERNEL * _KERNEL
