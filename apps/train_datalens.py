@@ -67,6 +67,8 @@ def _define_preset_flags():
         doc = f"Override the preset's `{field.name}`."
         if field.name in enums:
             flags.DEFINE_enum(field.name, None, enums[field.name], doc)
+        elif field.type in (bool, "bool"):
+            flags.DEFINE_bool(field.name, None, doc)
         elif field.type in (int, "int"):
             flags.DEFINE_integer(field.name, None, doc)
         elif field.type in (float, "float"):

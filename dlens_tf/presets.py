@@ -25,6 +25,8 @@ class DataLensPreset:
       batch_size: synthetic records per generator step (each one TopAgg query), and real records per
         teacher step.
       pretrain_steps: teacher-only steps before the first generator step (no privacy cost).
+      label_matched_fakes: teachers train on synthetic records carrying their real batch's labels
+        (see `DataLens`); the official code does so.
       learning_rate, beta_1: Adam settings of the teachers and the generator.
       num_synthetic: synthetic records generated at the end of training.
       eval_epochs, eval_optimizer, eval_learning_rate: schedule of the utility classifier trained on the
@@ -46,6 +48,7 @@ class DataLensPreset:
     d_steps: int = 2
     batch_size: int = 30
     pretrain_steps: int = 10
+    label_matched_fakes: bool = False
     learning_rate: float = 1e-3
     beta_1: float = 0.5
     num_synthetic: int = 100_000
@@ -69,6 +72,7 @@ class DataLensPreset:
         topagg = TopAgg(self.topk, self.sigma, self.beta, clip=self.clip, seed=seed)
         model = DataLens(generator, teachers, topagg, batch_size=self.batch_size, gamma=self.gamma,
                          d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
+                         label_matched_fakes=self.label_matched_fakes,
                          learning_rate=self.learning_rate, beta_1=self.beta_1, seed=seed)
         model.compile()
         return model

@@ -44,6 +44,24 @@ def test_teacher_isolation(weight_dtype):
     assert not np.array_equal(ga[2], gb[2])
 
 
+def test_per_teacher_fakes_train_each_teacher_on_its_own_row():
+    real_x, real_y, fake_x, fake_y = _batch(5)
+    own_x, own_y = np.repeat(fake_x[None], 5, 0), np.repeat(fake_y[None], 5, 0)
+    shared, copies, changed = (_ensemble(weight_dtype="float32") for _ in range(3))
+    shared.teacher_step(real_x, real_y, fake_x, fake_y)
+    copies.teacher_step(real_x, real_y, own_x, own_y)  # every row the shared batch: the same update
+    own_x[3, 1] = -own_x[3, 1]  # teacher 3's own fakes differ
+    changed.teacher_step(real_x, real_y, own_x, own_y)
+    for i in range(5):
+        for u, v, w in zip(shared.teacher_weights(i), copies.teacher_weights(i), changed.teacher_weights(i)):
+            np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7)
+            if i != 3:
+                np.testing.assert_array_equal(v, w)
+    assert not all(np.array_equal(u, v) for u, v in zip(copies.teacher_weights(3), changed.teacher_weights(3)))
+    with pytest.raises(ValueError, match="one row per teacher"):
+        shared.teacher_step(real_x, real_y, own_x[:4], own_y[:4])
+
+
 def test_ensemble_matches_per_teacher_keras_model():
     ens = _ensemble(weight_dtype="float32")
     real_x, real_y, fake_x, fake_y = _batch(1)
@@ -122,6 +140,23 @@ def test_datalens_fit_logs_and_privacy_steps(digits):
     x, y = model.generate(25, seed=0)
     assert x.shape == (25,) + SHAPE and x.dtype == np.uint8
     assert np.bincount(y, minlength=10).min() == 2
+
+
+def test_label_matched_fakes_carry_each_teacher_real_labels(digits):
+    model = _datalens(label_matched_fakes=True)
+    model.set_data(*digits, seed=0)
+    pool = tf.random.uniform([10, 12] + list(SHAPE), seed=2)
+    x, y, fx, fy = model._real_batches(tf.constant([1, 2], tf.int64), 2, pool)(3, 8)
+    assert fx.shape == (2, 5, 12) + SHAPE
+    np.testing.assert_array_equal(fy, y)
+    y = y.numpy()
+    for s, i, j in [(0, 0, 0), (1, 4, 11), (0, 2, 5)]:
+        np.testing.assert_array_equal(fx[s, i, j], pool[y[s, i, j], j])
+    history = model.fit(steps_per_epoch=2, epochs=1, verbose=0)
+    assert model.privacy_steps.numpy() == 2 and np.isfinite(history.history["d_loss"][-1])
+    assert DataLens.from_config(model.get_config()).label_matched_fakes
+    with pytest.raises(ValueError, match="label_matched_fakes"):
+        _datalens(label_matched_fakes="yes")
 
 
 def test_generator_keras_round_trip(tmp_path):

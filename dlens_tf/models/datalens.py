@@ -28,7 +28,8 @@ class DataLens(PrivateModel):
     One `train_step` is Algorithm 1 of the paper for a batch of m = `batch_size` records:
       1. z ~ U(-1, 1)^{m x z_dim}, y ~ U{0..classes-1}^m, x = G(z, y);
       2. `d_steps` updates of every teacher i on (m records sampled with replacement from ITS OWN
-         partition, the shared synthetic batch x);
+         partition, the shared synthetic batch x; with `label_matched_fakes`, instead m synthetic
+         records G(z_j, y'_j) carrying the labels y' of its real batch, as in the official code);
       3. every teacher's image gradient g_j^(i) = -dL_G^(i)/dx_j  ->  [N, m, H, W, C];
       4. gbar = TopAgg(g) in {-1, 0, 1}^{m x H x W x C} (XLA-compiled; the only DP mechanism);
       5. one optimizer step of G on (1/m) sum_j ||G(z_j, y_j) - stop_gradient(x_j + gamma * gbar_j)||^2.
@@ -54,12 +55,16 @@ class DataLens(PrivateModel):
       gamma: step size of the image update x + gamma * gbar.
       d_steps: teacher updates per generator step.
       pretrain_steps: teacher updates before the first generator step.
+      label_matched_fakes: train each teacher on synthetic records generated with its real batch's
+        labels (from one pool G(z_j, c) for every class c), so that a teacher cannot tell real from
+        fake by the labels alone (with 15 records a partition lacks some classes). Teacher i's fakes
+        depend on its own partition only, so the privacy analysis is unchanged.
       learning_rate, beta_1: the default generator optimizer Adam(learning_rate, beta_1).
       seed: integer seed of the sampling of z, labels and real batches; None = OS entropy.
     """
 
     def __init__(self, generator, teachers, topagg, batch_size=30, gamma=1e-3, d_steps=2, pretrain_steps=10,
-                 learning_rate=1e-3, beta_1=0.5, seed=None, **kwargs):
+                 learning_rate=1e-3, beta_1=0.5, label_matched_fakes=False, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.generator = _deserialize(generator, Generator, "generator")
         self.teachers = _deserialize(teachers, TeacherEnsemble, "teachers")
@@ -79,6 +84,10 @@ class DataLens(PrivateModel):
         self.pretrain_steps = int(pretrain_steps)
         self.learning_rate = _positive_float("learning_rate", learning_rate)
         self.beta_1 = _positive_float("beta_1", beta_1, allow_zero=True)
+        if not isinstance(label_matched_fakes, (bool, np.bool_)):
+            raise ValueError(f"Received an invalid value for `label_matched_fakes`, expected a bool. "
+                             f"Received: label_matched_fakes={label_matched_fakes!r}")
+        self.label_matched_fakes = bool(label_matched_fakes)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"Received an invalid value for `seed`, expected an integer or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
@@ -138,8 +147,12 @@ class DataLens(PrivateModel):
         self._partitions = (tf.constant(padded_x), tf.constant(padded_y), tf.constant(sizes))
         self.train_function = self._pretrain_function = None  # traced steps capture the partitions
 
-    def _real_batches(self, seed, steps):
-        """Callable (start, stop) -> teachers [start, stop)'s real batches, m records each, with replacement."""
+    def _real_batches(self, seed, steps, pool=None):
+        """Callable (start, stop) -> teachers [start, stop)'s real batches, m records each, with replacement.
+
+        With `pool` ([classes, m, H, W, C], record j of class c = G(z_j, c)) it also returns each teacher's
+        label-matched fakes: fake j = pool[label of real record j, j].
+        """
         x_all, y_all, sizes = self._partitions
         u = rng.uniform([self.teachers.num_teachers, steps * self.batch_size], seed, stream=3)
         idx = tf.minimum(tf.cast(tf.floor(u * tf.cast(sizes[:, None], tf.float32)), tf.int32), sizes[:, None] - 1)
@@ -149,7 +162,11 @@ class DataLens(PrivateModel):
             y = tf.gather(y_all[start:stop], idx[start:stop], batch_dims=1)
             x = tf.reshape(x, [stop - start, steps, self.batch_size] + list(self.image_shape))
             y = tf.reshape(y, [stop - start, steps, self.batch_size])
-            return tf.transpose(x, [1, 0, 2, 3, 4, 5]), tf.transpose(y, [1, 0, 2])
+            x, y = tf.transpose(x, [1, 0, 2, 3, 4, 5]), tf.transpose(y, [1, 0, 2])
+            if pool is None:
+                return x, y
+            j = tf.broadcast_to(tf.range(self.batch_size), tf.shape(y))
+            return x, y, tf.gather_nd(pool, tf.stack([tf.cast(y, tf.int32), j], -1)), y
 
         return real_batches
 
@@ -165,12 +182,21 @@ class DataLens(PrivateModel):
         labels = tf.minimum(labels, self.num_classes - 1)
         return z, labels, tf.one_hot(labels, self.num_classes)
 
+    def _fake_pool(self, z):
+        """None, or [classes, m, H, W, C] with record j of class c = G(z_j, c), for label-matched teacher fakes."""
+        if not self.label_matched_fakes:
+            return None
+        c = self.num_classes
+        y = tf.one_hot(tf.repeat(tf.range(c), self.batch_size), c)
+        x = self.generator([tf.tile(z, [c, 1]), y], training=True)
+        return tf.reshape(x, [c, self.batch_size] + list(self.image_shape))
+
     def _pretrain_step(self):
         seeds = self._rng.make_seeds(2)
         z, labels, y = self._synthetic_batch(seeds[:, 0])
         x = self.generator([z, y], training=True)
-        loss, _ = self.teachers.train_and_image_gradients(self._real_batches(seeds[:, 1], 1), x, labels, 1,
-                                                          with_gradients=False)
+        loss, _ = self.teachers.train_and_image_gradients(self._real_batches(seeds[:, 1], 1, self._fake_pool(z)), x,
+                                                          labels, 1, with_gradients=False)
         self.pretrained_steps.assign_add(1)
         return loss
 
@@ -196,11 +222,12 @@ class DataLens(PrivateModel):
     def train_step(self, data):
         seeds = self._rng.make_seeds(2)
         z, labels, y = self._synthetic_batch(seeds[:, 0])
+        pool = self._fake_pool(z)
         with tf.GradientTape() as tape:
             x = self.generator([z, y], training=True)
             with tape.stop_recording():
                 d_loss, grads = self.teachers.train_and_image_gradients(
-                    self._real_batches(seeds[:, 1], self.d_steps), x, labels, self.d_steps)
+                    self._real_batches(seeds[:, 1], self.d_steps, pool), x, labels, self.d_steps)
                 votes, _ = self._aggregate(grads)
                 target = x + self.gamma * votes
             g_loss = tf.reduce_mean(tf.reduce_sum(tf.square(x - target), axis=[1, 2, 3]))
@@ -253,6 +280,7 @@ class DataLens(PrivateModel):
             teachers=keras.saving.serialize_keras_object(self.teachers),
             topagg=keras.saving.serialize_keras_object(self.topagg),
             batch_size=self.batch_size, gamma=self.gamma, d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
-            learning_rate=self.learning_rate, beta_1=self.beta_1, seed=self.seed,
+            learning_rate=self.learning_rate, beta_1=self.beta_1, label_matched_fakes=self.label_matched_fakes,
+            seed=self.seed,
         )
         return config

@@ -359,10 +359,12 @@ class TeacherEnsemble(keras.Model):
             new = tf.cast(p, tf.float32) - lr_t * m / (tf.sqrt(v) + self.epsilon)
             p.assign(tf.cast(new, p.dtype))
 
-    def _shard_computation(self, shard, real_x, real_y, fake_x, fake_y, t0, with_gradients):
+    def _shard_computation(self, shard, real_x, real_y, train_x, train_y, fake_x, fake_y, t0, with_gradients):
         """`steps` updates of one shard's teachers, then (optionally) their image gradients.
 
-        real_x [steps, n, m, H, W, C]; real_y [steps, n, m, Y]; fake_x [mf, H, W, C]; fake_y [mf, Y].
+        real_x [steps, n, m, H, W, C]; real_y [steps, n, m, Y]; train_x [steps, n, mt, H, W, C] and
+        train_y [steps, n, mt, Y], each teacher's own fakes for the updates, or None (the updates use
+        the shared fakes); fake_x [mf, H, W, C]; fake_y [mf, Y].
         Returns (sum of the per-teacher discriminator losses, image gradients [n, mf, H, W, C] or []).
         """
         n, m = shard["params"][0].shape[0], tf.shape(real_x)[2]
@@ -370,11 +372,13 @@ class TeacherEnsemble(keras.Model):
         fake_y_n = tf.broadcast_to(fake_y[None], tf.concat([[n], tf.shape(fake_y)], 0))
         loss_sum = tf.constant(0.0)
         for s in range(real_x.shape[0]):
+            step_fake_x = fake_x_n if train_x is None else train_x[s]
+            step_fake_y = fake_y_n if train_y is None else train_y[s]
             params = [tf.identity(p) for p in shard["params"]]
             with tf.GradientTape() as tape:
                 tape.watch(params)
-                logits = ensemble_logits(params, tf.concat([real_x[s], fake_x_n], 1),
-                                         tf.concat([real_y[s], fake_y_n], 1), self._taps1, self._taps2,
+                logits = ensemble_logits(params, tf.concat([real_x[s], step_fake_x], 1),
+                                         tf.concat([real_y[s], step_fake_y], 1), self._taps1, self._taps2,
                                          self._matmul_dtype)
                 losses = (tf.reduce_mean(tf.nn.softplus(-logits[:, :m]), 1)
                           + tf.reduce_mean(tf.nn.softplus(logits[:, m:]), 1))
@@ -397,7 +401,10 @@ class TeacherEnsemble(keras.Model):
           real_batches: callable `(start, stop) -> (x, y)` returning teachers [start, stop)'s real
             batches, x `[steps, stop - start, m, H, W, C]` and y int `[steps, stop - start, m]` (or
             one-hot); it is called once per shard, so the real data of all N teachers never needs
-            to be materialised at once.
+            to be materialised at once. It may instead return `(x, y, fx, fy)`, with fx
+            `[steps, stop - start, mt, H, W, C]` and labels fy each teacher's own synthetic records
+            for its updates (e.g. generated with its real batch's labels); by default the updates
+            use the shared fake batch.
           fake_x: `[mf, H, W, C]` synthetic records shared by all teachers, in [-1, 1].
           fake_y: their labels, int `[mf]` or one-hot `[mf, num_classes]`.
           steps: number of discriminator updates (Python int >= 0).
@@ -413,15 +420,20 @@ class TeacherEnsemble(keras.Model):
         start_t = self.iterations.read_value() if steps else tf.constant(0, tf.int64)
         for index, (start, stop) in enumerate(self.shard_bounds):
             with tf.control_dependencies(outputs):  # shards run one after another: bounded memory
+                train_x = train_y = None
                 if steps:
-                    real_x, real_y = real_batches(start, stop)
-                    real_y = self._onehot(real_y, 3, "real_y")
+                    batches = real_batches(start, stop)
+                    real_x, real_y = batches[0], self._onehot(batches[1], 3, "real_y")
+                    if len(batches) == 4:
+                        train_x = self._check_images(batches[2], "fx", 3)
+                        train_y = self._onehot(batches[3], 3, "fy")
                 else:
                     real_x = tf.zeros([0, stop - start, 0] + list(self.image_shape))
                     real_y = tf.zeros([0, stop - start, 0, self.num_classes])
                 shard = self.shards[index]
                 plain = {"params": list(shard["params"]), "m": list(shard["m"]), "v": [list(v) for v in shard["v"]]}
-                loss, g = self._run_shard(plain, real_x, real_y, fake_x, fake_y, start_t, with_gradients)
+                loss, g = self._run_shard(plain, real_x, real_y, train_x, train_y, fake_x, fake_y, start_t,
+                                          with_gradients)
             outputs = [loss, g]
             losses.append(loss)
             grads.append(g)
@@ -437,13 +449,20 @@ class TeacherEnsemble(keras.Model):
         Args:
           real_x: `[N, m, H, W, C]` in [-1, 1]; row i is teacher i's batch from its own partition.
           real_y: int `[N, m]` or one-hot `[N, m, num_classes]`.
-          fake_x: `[mf, H, W, C]` synthetic batch shared by all teachers.
-          fake_y: int `[mf]` or one-hot `[mf, num_classes]`.
+          fake_x: `[mf, H, W, C]` synthetic batch shared by all teachers, or `[N, mf, H, W, C]`, row i
+            teacher i's own synthetic batch.
+          fake_y: int `[mf]` / `[N, mf]` or one-hot labels.
         """
         real_x = self._check_images(real_x, "real_x", 2)
         real_y = self._onehot(real_y, 2, "real_y")
-        loss, _ = self.train_and_image_gradients(
-            lambda a, b: (real_x[None, a:b], real_y[None, a:b]), fake_x, fake_y, 1, with_gradients=False)
+        if tf.convert_to_tensor(fake_x).shape.rank == 4:
+            batches = lambda a, b: (real_x[None, a:b], real_y[None, a:b])  # noqa: E731
+        else:
+            own_x = self._check_images(fake_x, "fake_x", 2)
+            own_y = self._onehot(fake_y, 2, "fake_y")
+            fake_x, fake_y = own_x[0], own_y[0]  # not used by the updates
+            batches = lambda a, b: (real_x[None, a:b], real_y[None, a:b], own_x[None, a:b], own_y[None, a:b])  # noqa: E731
+        loss, _ = self.train_and_image_gradients(batches, fake_x, fake_y, 1, with_gradients=False)
         return loss
 
     def image_gradients(self, fake_x, fake_y):
