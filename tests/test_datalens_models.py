@@ -1,5 +1,9 @@
 """TeacherEnsemble, Generator and DataLens: isolation, reference equivalence, training, save/resume, errors."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,6 +11,7 @@ from tensorflow import keras
 
 from dlens_tf.data import load
 from dlens_tf.models import DataLens, Generator, TeacherEnsemble, build_discriminator
+from dlens_tf.models.teachers import grouped_convolution_supported
 from dlens_tf.privacy.topagg import TopAgg, topagg_noise_multiplier
 
 SHAPE = (8, 8, 1)
@@ -18,6 +23,13 @@ def _ensemble(n=5, **kwargs):
     return TeacherEnsemble(n, SHAPE, 10, **kwargs)
 
 
+CONVOLUTIONS = [
+    "im2col",
+    pytest.param("grouped", marks=pytest.mark.skipif(not grouped_convolution_supported("float32"),
+                                                     reason="TF's oneDNN kernels are off in this process")),
+]
+
+
 def _batch(seed, n=5, m=6):
     r = np.random.default_rng(seed)
     real_x = r.uniform(-1, 1, (n, m) + SHAPE).astype(np.float32)
@@ -27,12 +39,14 @@ def _batch(seed, n=5, m=6):
     return real_x, real_y, fake_x, fake_y
 
 
+@pytest.mark.parametrize("convolution", CONVOLUTIONS)
 @pytest.mark.parametrize("weight_dtype", ["bfloat16", "float32"])
-def test_teacher_isolation(weight_dtype):
+def test_teacher_isolation(weight_dtype, convolution):
     real_x, real_y, fake_x, fake_y = _batch(0)
     changed = real_x.copy()
     changed[2, 4] = -changed[2, 4]  # one record of teacher 2's partition
-    a, b = _ensemble(weight_dtype=weight_dtype), _ensemble(weight_dtype=weight_dtype)
+    a, b = (_ensemble(weight_dtype=weight_dtype, convolution=convolution) for _ in range(2))
+    assert a.convolution_in_use == convolution
     for _ in range(2):
         a.teacher_step(real_x, real_y, fake_x, fake_y)
         b.teacher_step(changed, real_y, fake_x, fake_y)
@@ -62,8 +76,9 @@ def test_per_teacher_fakes_train_each_teacher_on_its_own_row():
         shared.teacher_step(real_x, real_y, own_x[:4], own_y[:4])
 
 
-def test_ensemble_matches_per_teacher_keras_model():
-    ens = _ensemble(weight_dtype="float32")
+@pytest.mark.parametrize("convolution", CONVOLUTIONS)
+def test_ensemble_matches_per_teacher_keras_model(convolution):
+    ens = _ensemble(weight_dtype="float32", convolution=convolution)
     real_x, real_y, fake_x, fake_y = _batch(1)
     ens.teacher_step(real_x, real_y, fake_x, fake_y)  # weights away from initialisation
     logits = ens((fake_x, fake_y)).numpy()
@@ -231,6 +246,8 @@ def test_bad_inputs_raise_clear_errors(digits):
         TeacherEnsemble(0, SHAPE, 10)
     with pytest.raises(ValueError, match="weight_dtype"):
         TeacherEnsemble(2, SHAPE, 10, weight_dtype="float16")
+    with pytest.raises(ValueError, match="convolution.*Received: convolution='fft'"):
+        TeacherEnsemble(2, SHAPE, 10, convolution="fft")
     ens = _ensemble(n=2)
     real_x, real_y, fake_x, fake_y = _batch(4, n=2)
     with pytest.raises(ValueError, match="real_y.*labels in"):
@@ -239,3 +256,29 @@ def test_bad_inputs_raise_clear_errors(digits):
         ens.teacher_step(np.concatenate([real_x, real_x]), real_y, fake_x, fake_y)
     with pytest.raises(ValueError, match="fake_x.*image_shape"):
         ens.image_gradients(np.zeros((3, 28, 28, 1), np.float32), fake_y[:3])
+
+
+_WITHOUT_ONEDNN = """
+import numpy as np
+from dlens_tf.models import TeacherEnsemble
+try:
+    TeacherEnsemble(2, (8, 8, 1), 10, widths=(6, 10, 16), convolution="grouped")
+except ValueError as e:
+    print("grouped:", e)
+ens = TeacherEnsemble(2, (8, 8, 1), 10, widths=(6, 10, 16), seed=0)
+r = np.random.default_rng(0)
+x, y = r.uniform(-1, 1, (2, 4, 8, 8, 1)).astype(np.float32), r.integers(0, 10, (2, 4))
+before = ens((x, y)).numpy()
+ens.teacher_step(x, y, x[0], y[0])
+print("auto:", ens.convolution_in_use, bool(np.all(np.isfinite(ens.image_gradients(x[0], y[0])))),
+      not np.array_equal(before, ens((x, y)).numpy()))
+"""
+
+
+def test_teachers_train_without_onednn():
+    """Where TF's oneDNN kernels are off (the default on CPUs without AVX-512), teachers fall back to im2col."""
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_ONEDNN], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "grouped: Received an invalid value for `convolution`" in out.stdout and "TF_ENABLE_ONEDNN_OPTS=1" in out.stdout
+    assert "auto: im2col True True" in out.stdout

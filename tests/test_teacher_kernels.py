@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from dlens_tf.models.teachers import _valid_taps, ensemble_logits, parameter_shapes
+from dlens_tf.models.teachers import _valid_taps, ensemble_logits, im2col, parameter_shapes
 
 
 def test_valid_taps_match_same_padding():
@@ -14,6 +14,16 @@ def test_valid_taps_match_same_padding():
             cols = 2 * j - 2 + np.arange(5)
             expected = np.outer((rows >= 0) & (rows < 8), (cols >= 0) & (cols < 7))
             np.testing.assert_array_equal(taps[i, j], expected)
+
+
+def test_im2col_matmul_equals_same_stride2_convolution():
+    r = np.random.default_rng(1)
+    for h, w in [(8, 7), (28, 28), (14, 14), (5, 6)]:
+        x = tf.constant(r.normal(size=(2, 3, h, w, 4)).astype(np.float32))  # extra leading axis, as per teacher
+        k = tf.constant(r.normal(size=(5, 5, 4, 6)).astype(np.float32))
+        expected = tf.nn.conv2d(tf.reshape(x, [6, h, w, 4]), k, 2, "SAME")
+        got = tf.reshape(im2col(x), [6, -1, 100]) @ tf.reshape(k, [100, 6])
+        np.testing.assert_allclose(got.numpy().reshape(expected.shape), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_bfloat16_logits_and_gradients_stay_close_to_float32():

@@ -6,16 +6,19 @@ How 4000 paper-size MNIST teachers (2.2e9 parameters) fit in this machine's memo
   split into shards of `chunk_size` teachers, each shard its own set of variables, and a step
   streams the shards one after another through ONE compiled function (traced once per shard
   size). Peak working memory is therefore that of one shard, whatever N is.
-* Convolutions are grouped convolutions: a shard's teachers are stacked along the channel axis
-  ([B, H, W, n * C]) and TF's oneDNN kernels convolve each teacher's channel group with its own
-  filters; dense layers are batched matmuls. On CPU this was about 2x faster than XLA's im2col
-  matmuls (conv2's forward and backward at MNIST size), so only the optimizer update is XLA-compiled (fused elementwise work). The one-hot
-  label channels that the paper concatenates to each conv input are not convolved: their
-  contribution `sum_k W[k, label] * valid[position, k]` is precomputed per class and added, which
-  is exactly the paper's convolution with ~10x fewer multiply-adds.
-* bfloat16 training arithmetic. With bfloat16 storage, the teacher updates' convolutions and first
-  dense layer multiply in bfloat16 (float32 accumulation inside oneDNN; AVX512-BF16 doubles the
-  rate); image gradients and `call` stay float32.
+* Convolutions are grouped convolutions where TF can differentiate them (its oneDNN kernels, which
+  `dlens_tf` turns on unless you set TF_ENABLE_ONEDNN_OPTS): a shard's teachers are stacked along
+  the channel axis ([B, H, W, n * C]) and oneDNN convolves each teacher's channel group with its own
+  filters; dense layers are batched matmuls; only the optimizer update is XLA-compiled. Elsewhere
+  (`convolution="im2col"`, or "auto" without oneDNN) they are im2col strided slices and one batched
+  matmul per layer, the whole shard step XLA-compiled: about half as fast (37 vs 19 ms per teacher
+  and generator step on a 2-core AVX2 CPU), on any CPU. The one-hot label channels that the paper
+  concatenates to each conv input are not convolved: their contribution
+  `sum_k W[k, label] * valid[position, k]` is precomputed per class and added, which is exactly the
+  paper's convolution with ~10x fewer multiply-adds.
+* bfloat16 training arithmetic where the CPU has it (AVX-512 with oneDNN): with bfloat16 storage, the
+  teacher updates' convolutions and first dense layer multiply in bfloat16 (float32 accumulation
+  inside oneDNN; AVX512-BF16 doubles the rate); image gradients and `call` stay float32.
 * Compact storage and optimizer state. Weights and Adam's first moment are stored in
   `weight_dtype` (bfloat16 by default, rounded to nearest; optimizer arithmetic is float32). The second
   moment is factored Adafactor-style for every kernel (one row and one column vector per matrix,
@@ -32,6 +35,7 @@ Teacher isolation: teacher i's forward pass, loss, gradients and optimizer state
 its own slice of every stacked tensor, its own real batch and the shared synthetic batch only.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -142,49 +146,104 @@ def build_discriminator(image_shape, num_classes, widths=None, name="discriminat
     return keras.Model([x_in, y_in], keras.layers.Dense(1)(h), name=name)
 
 
+CONVOLUTIONS = ("auto", "grouped", "im2col")
+
+
+@functools.lru_cache(maxsize=None)
+def grouped_convolution_supported(dtype_name):
+    """Whether this TF build differentiates grouped convolutions in `dtype_name` ("float32" / "bfloat16").
+
+    TF's CPU kernels compute grouped convolution gradients only through oneDNN (on by default where the
+    CPU has AVX-512 VNNI/BF16 or AMX; `TF_ENABLE_ONEDNN_OPTS=1` elsewhere), and bfloat16 ones only with
+    AVX-512. The answer comes from differentiating one tiny grouped convolution, once per process.
+    """
+    with tf.init_scope():
+        dtype = tf.as_dtype(dtype_name)
+        x, k, dz = tf.ones([1, 5, 5, 2], dtype), tf.ones([_KERNEL, _KERNEL, 1, 2], dtype), tf.ones([1, 3, 3, 2], dtype)
+        strides = [1, _STRIDE, _STRIDE, 1]
+        try:
+            tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=k, out_backprop=dz, strides=strides,
+                                           padding="SAME").numpy()
+            tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(k), out_backprop=dz, strides=strides,
+                                            padding="SAME").numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.InternalError):
+            return False
+    return True
+
+
+def _same_padding(size):
+    total = max((_out_size(size) - 1) * _STRIDE + _KERNEL - size, 0)
+    return total // 2, total - total // 2
+
+
+def im2col(x):
+    """5x5 stride-2 'SAME' patches: [..., H, W, C] -> [..., ceil(H/2), ceil(W/2), 25 * C].
+
+    Strided slices of the padded input, so every TF build differentiates it. The last axis is ordered
+    (kernel row, kernel column, channel), as a Keras Conv2D kernel [5, 5, C, F] reshaped to [25 * C, F].
+    """
+    h, w = x.shape[-3], x.shape[-2]
+    ho, wo = _out_size(h), _out_size(w)
+    x = tf.pad(x, [[0, 0]] * (x.shape.rank - 3) + [list(_same_padding(h)), list(_same_padding(w)), [0, 0]])
+    return tf.concat([x[..., a : a + _STRIDE * (ho - 1) + 1 : _STRIDE, b : b + _STRIDE * (wo - 1) + 1 : _STRIDE, :]
+                      for a in range(_KERNEL) for b in range(_KERNEL)], axis=-1)
+
+
 def _to_grouped(x):
     """[n, B, H, W, C] -> [B, H, W, n * C]: teachers stacked along channels, teacher-major."""
     n, b, h, w, c = x.shape
     return tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [-1 if b is None else b, h, w, n * c])
 
 
-def _conditional_conv(h, y, kernel, bias, taps, compute_dtype):
-    """lrelu(conv5x5s2(h ++ label channels) + bias) for n teachers as one grouped convolution.
+def _conditional_conv(h, y, kernel, bias, taps, compute_dtype, grouped):
+    """lrelu(conv5x5s2(h ++ label channels) + bias) for n teachers at once.
 
-    h [B, H, W, n * cin] (`_to_grouped` layout); y [n, B, Y] one-hot; kernel [n, 25 * (cin + Y), F];
-    bias [n, F]; taps [P, 25] from `_valid_taps`. The image channels are convolved in
-    `compute_dtype` (oneDNN grouped convolution, one group per teacher); the label channels, constant
-    maps, contribute `y @ (taps . W_label)` per teacher, added in float32.
-    Returns [B, ceil(H/2), ceil(W/2), n * F] float32.
+    y [n, B, Y] one-hot; kernel [n, 25 * (cin + Y), F]; bias [n, F]; taps [P, 25] from `_valid_taps`.
+    grouped: h [B, H, W, n * cin] (`_to_grouped` layout), convolved as one grouped convolution (one
+    group per teacher, oneDNN); otherwise h [n, B, H, W, cin], convolved as im2col + one batched
+    matmul. The image channels multiply in `compute_dtype`; the label channels, constant maps,
+    contribute `y @ (taps . W_label)` per teacher, added in float32.
+    Returns float32 [B, ceil(H/2), ceil(W/2), n * F] (grouped) or [n, B, ceil(H/2), ceil(W/2), F].
     """
     n, f, num_classes = kernel.shape[0], kernel.shape[-1], y.shape[-1]
-    cin = h.shape[-1] // n
-    taps_n = _KERNEL * _KERNEL
+    cin = h.shape[-1] // n if grouped else h.shape[-1]
+    taps_n, p = _KERNEL * _KERNEL, taps.shape[0]
     k_image, k_label = tf.split(tf.reshape(kernel, [n, taps_n, cin + num_classes, f]), [cin, num_classes], 2)
-    k_image = tf.reshape(tf.transpose(tf.reshape(k_image, [n, _KERNEL, _KERNEL, cin, f]), [1, 2, 3, 0, 4]),
-                         [_KERNEL, _KERNEL, cin, n * f])
-    z = tf.nn.conv2d(tf.cast(h, compute_dtype), tf.cast(k_image, compute_dtype), _STRIDE, "SAME")
-    z = tf.cast(z, tf.float32)
-    p = taps.shape[0]
     k_label = tf.reshape(tf.transpose(tf.cast(k_label, tf.float32), [1, 0, 2, 3]), [taps_n, n * num_classes * f])
     per_class = tf.transpose(tf.reshape(tf.matmul(taps, k_label), [p, n, num_classes, f]), [1, 2, 0, 3])
     labels = tf.matmul(y, tf.reshape(per_class, [n, num_classes, p * f]))  # [n, B, P * F]
-    z += tf.reshape(tf.transpose(tf.reshape(labels, [n, -1, p, f]), [1, 2, 0, 3]), tf.shape(z))
-    return tf.nn.leaky_relu(z + tf.reshape(tf.cast(bias, tf.float32), [n * f]), _LEAK)
+    bias = tf.cast(bias, tf.float32)
+    if grouped:
+        k_image = tf.reshape(tf.transpose(tf.reshape(k_image, [n, _KERNEL, _KERNEL, cin, f]), [1, 2, 3, 0, 4]),
+                             [_KERNEL, _KERNEL, cin, n * f])
+        z = tf.cast(tf.nn.conv2d(tf.cast(h, compute_dtype), tf.cast(k_image, compute_dtype), _STRIDE, "SAME"),
+                    tf.float32)
+        z += tf.reshape(tf.transpose(tf.reshape(labels, [n, -1, p, f]), [1, 2, 0, 3]), tf.shape(z))
+        return tf.nn.leaky_relu(z + tf.reshape(bias, [n * f]), _LEAK)
+    patches = im2col(h)
+    b, ho, wo = tf.shape(h)[1], patches.shape[2], patches.shape[3]
+    z = tf.matmul(tf.cast(tf.reshape(patches, [n, -1, taps_n * cin]), compute_dtype),
+                  tf.cast(tf.reshape(k_image, [n, taps_n * cin, f]), compute_dtype))
+    z = tf.reshape(tf.cast(z, tf.float32), [n, b, p, f]) + tf.reshape(labels, [n, b, p, f])
+    return tf.reshape(tf.nn.leaky_relu(z + bias[:, None, None, :], _LEAK), [n, b, ho, wo, f])
 
 
-def ensemble_logits(params, x, y, taps1, taps2, compute_dtype=tf.float32):
+def ensemble_logits(params, x, y, taps1, taps2, compute_dtype=tf.float32, grouped=False):
     """Logits [n, B] of n teachers (stacked params) on their own images x [n, B, H, W, C].
 
     Convolutions and the first dense layer multiply in `compute_dtype` (float32 or bfloat16, which
-    oneDNN runs at twice float32's rate on AVX512-BF16 CPUs); everything else is float32.
+    oneDNN runs at twice float32's rate on AVX512-BF16 CPUs); everything else is float32. `grouped`
+    picks grouped convolutions (see `grouped_convolution_supported`) over im2col matmuls.
     """
     k1, b1, k2, b2, k3, b3, k4, b4 = params
     n = k1.shape[0]
-    h = _conditional_conv(_to_grouped(x), y, k1, b1, taps1, compute_dtype)
-    h = _conditional_conv(h, y, k2, b2, taps2, compute_dtype)
-    b, p, f = tf.shape(h)[0], h.shape[1] * h.shape[2], h.shape[3] // n
-    flat = tf.reshape(tf.transpose(tf.reshape(h, [b, p, n, f]), [2, 0, 1, 3]), [n, b, p * f])
+    h = _conditional_conv(_to_grouped(x) if grouped else x, y, k1, b1, taps1, compute_dtype, grouped)
+    h = _conditional_conv(h, y, k2, b2, taps2, compute_dtype, grouped)
+    if grouped:
+        b, p, f = tf.shape(h)[0], h.shape[1] * h.shape[2], h.shape[3] // n
+        flat = tf.reshape(tf.transpose(tf.reshape(h, [b, p, n, f]), [2, 0, 1, 3]), [n, b, p * f])
+    else:
+        flat = tf.reshape(h, [n, tf.shape(h)[1], h.shape[2] * h.shape[3] * h.shape[4]])
     h = tf.matmul(tf.cast(tf.concat([flat, y], -1), compute_dtype), tf.cast(k3, compute_dtype))
     h = tf.nn.leaky_relu(tf.cast(h, tf.float32) + tf.cast(b3, tf.float32)[:, None, :], _LEAK)
     return tf.squeeze(tf.matmul(tf.concat([h, y], -1), tf.cast(k4, tf.float32)), -1) + tf.cast(b4, tf.float32)
@@ -208,9 +267,13 @@ class TeacherEnsemble(keras.Model):
       beta_1: Adam first-moment decay; 0 stores no first moment (halves optimizer memory).
       beta_2: decay of the factored second moment.
       epsilon: Adam's epsilon.
-      weight_dtype: storage dtype of weights and first moments, and multiply dtype of the teacher
-        updates' convolutions and first dense layer: "bfloat16" or "float32".
+      weight_dtype: storage dtype of weights and first moments, "bfloat16" or "float32". With
+        "bfloat16" and grouped convolutions on a CPU where oneDNN runs them in bfloat16 (AVX-512), the
+        teacher updates' convolutions and first dense layer also multiply in bfloat16; else in float32.
       chunk_size: teachers per shard (peak working memory scales with it, not with N).
+      convolution: "grouped" (oneDNN grouped convolutions, one group per teacher), "im2col" (strided
+        slices and batched matmuls: any CPU and TF build), or "auto": grouped where this TF build can
+        differentiate them in the compute dtype (`grouped_convolution_supported`), else im2col.
       seed: integer seed of the weight initialisation; None draws one from OS entropy.
 
     Input shape:
@@ -221,7 +284,8 @@ class TeacherEnsemble(keras.Model):
     """
 
     def __init__(self, num_teachers, image_shape, num_classes, widths=None, learning_rate=1e-3, beta_1=0.5,
-                 beta_2=0.999, epsilon=1e-8, weight_dtype="bfloat16", chunk_size=125, seed=None, **kwargs):
+                 beta_2=0.999, epsilon=1e-8, weight_dtype="bfloat16", chunk_size=125, convolution="auto", seed=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_teachers = _positive_int("num_teachers", num_teachers)
         self.image_shape = validate_image_shape(image_shape)
@@ -245,6 +309,19 @@ class TeacherEnsemble(keras.Model):
                              f"Received: weight_dtype={weight_dtype!r}")
         self.weight_dtype = weight_dtype
         self.chunk_size = _positive_int("chunk_size", chunk_size)
+        if convolution not in CONVOLUTIONS:
+            raise ValueError(f"Received an invalid value for `convolution`, expected one of {CONVOLUTIONS}. "
+                             f"Received: convolution={convolution!r}")
+        supported = grouped_convolution_supported("float32")
+        if convolution == "grouped" and not supported:
+            raise ValueError("Received an invalid value for `convolution`: this TensorFlow process cannot differentiate "
+                             "grouped convolutions (they need TF's oneDNN kernels: set TF_ENABLE_ONEDNN_OPTS=1 before "
+                             "TensorFlow runs its first op). Use 'im2col' or 'auto'. Received: convolution='grouped'")
+        self.convolution = convolution
+        self._grouped = convolution == "grouped" or (convolution == "auto" and supported)
+        # bfloat16 arithmetic only where oneDNN runs it natively (AVX-512); emulated it is slower than float32.
+        bf16 = self.weight_dtype == "bfloat16" and self._grouped and grouped_convolution_supported("bfloat16")
+        self._matmul_dtype = tf.bfloat16 if bf16 else tf.float32
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"Received an invalid value for `seed`, expected an integer or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
@@ -257,8 +334,7 @@ class TeacherEnsemble(keras.Model):
         self.shard_bounds = [(s, min(s + self.chunk_size, self.num_teachers))
                              for s in range(0, self.num_teachers, self.chunk_size)]
         self.shards = [self._make_shard(index, stop - start) for index, (start, stop) in enumerate(self.shard_bounds)]
-        self._matmul_dtype = tf.as_dtype(self.weight_dtype)
-        self._run_shard = tf.function(self._shard_computation)
+        self._run_shard = tf.function(self._shard_computation, jit_compile=not self._grouped)
         self._apply_update = tf.function(self._update, jit_compile=True)
 
     # ----------------------------------------------------------------------------------- state
@@ -298,6 +374,11 @@ class TeacherEnsemble(keras.Model):
         out[0] = out[0].reshape(_KERNEL, _KERNEL, c + y, f1)
         out[2] = out[2].reshape(_KERNEL, _KERNEL, f1 + y, f2)
         return out
+
+    @property
+    def convolution_in_use(self):
+        """"grouped" or "im2col": what `convolution` resolved to in this process."""
+        return "grouped" if self._grouped else "im2col"
 
     def num_parameters(self):
         """Parameters per teacher times N."""
@@ -379,7 +460,7 @@ class TeacherEnsemble(keras.Model):
                 tape.watch(params)
                 logits = ensemble_logits(params, tf.concat([real_x[s], step_fake_x], 1),
                                          tf.concat([real_y[s], step_fake_y], 1), self._taps1, self._taps2,
-                                         self._matmul_dtype)
+                                         self._matmul_dtype, self._grouped)
                 losses = (tf.reduce_mean(tf.nn.softplus(-logits[:, :m]), 1)
                           + tf.reduce_mean(tf.nn.softplus(logits[:, m:]), 1))
                 total = tf.reduce_sum(losses)
@@ -390,7 +471,7 @@ class TeacherEnsemble(keras.Model):
         params = [tf.identity(p) for p in shard["params"]]
         with tf.GradientTape() as tape:
             tape.watch(fake_x_n)
-            logits = ensemble_logits(params, fake_x_n, fake_y_n, self._taps1, self._taps2)
+            logits = ensemble_logits(params, fake_x_n, fake_y_n, self._taps1, self._taps2, grouped=self._grouped)
             generator_loss = tf.reduce_sum(tf.reduce_mean(tf.nn.softplus(-logits), 1))
         return loss_sum, -tape.gradient(generator_loss, fake_x_n)
 
@@ -485,7 +566,7 @@ class TeacherEnsemble(keras.Model):
             n = stop - start
             xs = tf.broadcast_to(x[None], [n] + x.shape.as_list()) if shared else x[start:stop]
             ys = tf.broadcast_to(y[None], [n] + y.shape.as_list()) if shared else y[start:stop]
-            logits.append(ensemble_logits(params, xs, ys, self._taps1, self._taps2))
+            logits.append(ensemble_logits(params, xs, ys, self._taps1, self._taps2, grouped=self._grouped))
         return tf.concat(logits, 0)
 
     def get_config(self):
@@ -493,5 +574,5 @@ class TeacherEnsemble(keras.Model):
         config.update(num_teachers=self.num_teachers, image_shape=self.image_shape, num_classes=self.num_classes,
                       widths=self.widths, learning_rate=self.learning_rate, beta_1=self.beta_1, beta_2=self.beta_2,
                       epsilon=self.epsilon, weight_dtype=self.weight_dtype, chunk_size=self.chunk_size,
-                      seed=self.seed)
+                      convolution=self.convolution, seed=self.seed)
         return config
