@@ -26,12 +26,13 @@ import os
 import platform
 import time
 
+import dlens_tf  # first: it turns on TF's oneDNN kernels, which must happen before TensorFlow loads
+
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 from tensorflow import keras
 
-import dlens_tf
 from dlens_tf import data
 from dlens_tf.callbacks import BudgetExhaustedError, BudgetProgress
 from dlens_tf.evaluation import evaluate_synthetic, save_image_grid
@@ -215,7 +216,7 @@ def main(argv):
         record_queries=steps * config.batch_size,
         train_seconds=round(train_seconds, 1),
         wall_seconds=round(seconds_before + time.time() - start, 1),
-        machine=dict(cores=os.cpu_count(), platform=platform.platform(), tensorflow=tf.__version__),
+        machine=_machine(model),
         seed=FLAGS.seed,
         partition_seed=partition_seed,
         hyper_parameters=config.to_dict(),
@@ -229,6 +230,20 @@ def main(argv):
           f"utility on real {config.dataset} test: {utility.max_test_accuracy:.4f} (paper protocol: max over "
           f"epochs), {utility.honest_accuracy:.4f} (honest: epoch chosen on held-out synthetic data)\n"
           f"samples: {grid_path}\nsummary: {os.path.join(run_dir, 'summary.json')}", flush=True)
+
+
+def _machine(model):
+    """What the wall times depend on: cores, CPU model and vector extensions, TF, teacher convolutions."""
+    cpu, isa = platform.processor(), []
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+        flag_lines = [line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")]
+        cpu = names[0] if names else cpu
+        isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag_lines and f in flag_lines[0]]
+    return dict(cores=os.cpu_count(), cpu=cpu, isa=isa, platform=platform.platform(), tensorflow=tf.__version__,
+                teacher_convolution=model.teachers.convolution_in_use)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ teachers speedup_vs_loop=<x> fraction_of_matmul_flops=<y> peak_rss_gb=<z>
 import resource
 import time
 
+import dlens_tf  # noqa: F401  first: it turns on TF's oneDNN kernels, which must happen before TensorFlow loads
+
 import numpy as np
 import tensorflow as tf
 from absl import app, flags

@@ -119,6 +119,7 @@ def test_train_app_writes_the_run_directory(runs):
         assert field in summary, field
     preset = get_preset("digits_tiny")
     assert summary["preset"] == "digits_tiny" and summary["machine"]["cores"] == os.cpu_count()
+    assert summary["machine"]["teacher_convolution"] in ("grouped", "im2col") and isinstance(summary["machine"]["isa"], list)
     assert 0 < summary["epsilon"] <= summary["target_epsilon"] == preset.epsilon
     assert summary["delta"] == preset.delta and summary["accountant"] == preset.accountant
     # The budget is spent: exactly the steps it allows, each `batch_size` record-queries.

@@ -37,6 +37,7 @@ its own slice of every stacked tensor, its own real batch and the shared synthet
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -319,6 +320,10 @@ class TeacherEnsemble(keras.Model):
                              "TensorFlow runs its first op). Use 'im2col' or 'auto'. Received: convolution='grouped'")
         self.convolution = convolution
         self._grouped = convolution == "grouped" or (convolution == "auto" and supported)
+        if convolution == "auto" and not supported:
+            warnings.warn("TeacherEnsemble uses im2col convolutions, about half as fast as grouped ones on CPU: TF's "
+                          "oneDNN kernels are off in this process. Set TF_ENABLE_ONEDNN_OPTS=1, or import dlens_tf "
+                          "before TensorFlow, to use them.", RuntimeWarning, stacklevel=2)
         # bfloat16 arithmetic only where oneDNN runs it natively (AVX-512); emulated it is slower than float32.
         bf16 = self.weight_dtype == "bfloat16" and self._grouped and grouped_convolution_supported("bfloat16")
         self._matmul_dtype = tf.bfloat16 if bf16 else tf.float32
