@@ -195,3 +195,20 @@ def test_evaluate_app_writes_both_protocols(tmp_path):
     assert report["honest_selection"] == "synthetic_holdout"
     assert report["honest_accuracy"] > 0.3  # real digits as "synthetic" data: far above chance (0.1)
     assert "paper protocol" in result.stdout
+
+
+def _grouped_after(imports):
+    """Whether grouped convolutions are usable after `imports`, in a fresh process without TF_ENABLE_ONEDNN_OPTS."""
+    code = (f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'apps')!r})\n{imports}\n"
+            "from dlens_tf.models.teachers import grouped_convolution_supported\n"
+            "print(grouped_convolution_supported('float32'))")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()[-1] == "True"
+
+
+def test_datalens_app_gets_the_fast_teacher_kernels():
+    """TF fixes its kernels when it loads, so the app must import dlens_tf (which turns oneDNN on) first."""
+    assert _grouped_after("import train_datalens") == _grouped_after(
+        "import os; os.environ['TF_ENABLE_ONEDNN_OPTS'] = '1'; import tensorflow")
