@@ -156,7 +156,7 @@ def grouped_convolution_supported(dtype_name):
 
     TF's CPU kernels compute grouped convolution gradients only through oneDNN (on by default where the
     CPU has AVX-512 VNNI/BF16 or AMX; `TF_ENABLE_ONEDNN_OPTS=1` elsewhere), and bfloat16 ones only with
-    AVX-512. The answer comes from differentiating one tiny grouped convolution, once per process.
+    AVX-512. The answer comes from running both gradient ops of one tiny grouped convolution, once per process.
     """
     with tf.init_scope():
         dtype = tf.as_dtype(dtype_name)
@@ -273,8 +273,8 @@ class TeacherEnsemble(keras.Model):
         teacher updates' convolutions and first dense layer also multiply in bfloat16; else in float32.
       chunk_size: teachers per shard (peak working memory scales with it, not with N).
       convolution: "grouped" (oneDNN grouped convolutions, one group per teacher), "im2col" (strided
-        slices and batched matmuls: any CPU and TF build), or "auto": grouped where this TF build can
-        differentiate them in the compute dtype (`grouped_convolution_supported`), else im2col.
+        slices and batched matmuls: any CPU and TF build), or "auto": grouped where this process can
+        differentiate them (`grouped_convolution_supported`), else im2col with a warning.
       seed: integer seed of the weight initialisation; None draws one from OS entropy.
 
     Input shape:
@@ -316,8 +316,8 @@ class TeacherEnsemble(keras.Model):
         supported = grouped_convolution_supported("float32")
         if convolution == "grouped" and not supported:
             raise ValueError("Received an invalid value for `convolution`: this TensorFlow process cannot differentiate "
-                             "grouped convolutions (they need TF's oneDNN kernels: set TF_ENABLE_ONEDNN_OPTS=1 before "
-                             "TensorFlow runs its first op). Use 'im2col' or 'auto'. Received: convolution='grouped'")
+                             "grouped convolutions (they need TF's oneDNN kernels: set TF_ENABLE_ONEDNN_OPTS=1, or import "
+                             "dlens_tf, before TensorFlow). Use 'im2col' or 'auto'. Received: convolution='grouped'")
         self.convolution = convolution
         self._grouped = convolution == "grouped" or (convolution == "auto" and supported)
         if convolution == "auto" and not supported:
