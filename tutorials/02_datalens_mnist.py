@@ -1,6 +1,6 @@
 """Tutorial 2: differentially private synthetic MNIST with DataLens, step by step.
 
-Run: python tutorials/02_datalens_mnist.py            (about 15 minutes on a 2-core AVX-512 CPU, 35 on AVX2)
+Run: python tutorials/02_datalens_mnist.py            (about 15 minutes on a 2-core AVX-512 CPU, 37 on AVX2: the mnist_quick run)
      DLENS_SMALL=1 python tutorials/02_datalens_mnist.py  (the test suite's 1-minute version)
 
 Outputs go to $DLENS_OUTPUT_DIR (default runs/tutorial02): samples.png and the printed figures.
