@@ -10,9 +10,10 @@ from dlens_tf.models import DataLens, Generator, TeacherEnsemble
 
 def test_tiny_digits_run_stays_in_budget_and_beats_chance():
     (x, y), (x_test, y_test) = data.load("digits")
-    teachers = TeacherEnsemble(50, (8, 8, 1), 10, widths=(16, 32, 64), seed=0, weight_dtype="float32")
+    teachers = TeacherEnsemble(100, (8, 8, 1), 10, widths=(16, 32, 64), seed=0, weight_dtype="float32")
     generator = Generator(z_dim=16, num_classes=10, image_shape=(8, 8, 1), dense_units=128, filters=32)
-    # Weak privacy (large epsilon) so that 50 teachers' votes rise above the noise in ~180 steps.
+    # Weak privacy (large epsilon) so that 100 teachers' votes rise above the noise in ~180 steps. With 50
+    # teachers the honest accuracy ranged 0.27-0.50 over seeds and kernels; with 100, 0.46-0.52 (measured).
     topagg = dlens_tf.TopAgg(k=10, sigma=5.0, beta=0.1, seed=0)
     model = DataLens(generator, teachers, topagg, batch_size=32, seed=0)
     model.compile()
