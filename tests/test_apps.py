@@ -37,6 +37,7 @@ def test_paper_presets_hold_the_official_hyper_parameters():
         assert (p.dataset, p.num_teachers, p.topk, p.sigma, p.beta, p.clip, p.z_dim, p.epsilon) == values, name
         assert (p.delta, p.gamma, p.d_steps, p.batch_size, p.pretrain_steps) == (1e-5, 1e-3, 2, 15, 10), name
         assert (p.learning_rate, p.beta_1, p.num_synthetic) == (1e-3, 0.5, 100_000), name
+        assert p.shared_teacher_init, name  # as the official code's teachers nearly are (50 initial weight sets)
 
 
 def test_every_preset_fits_its_dataset():

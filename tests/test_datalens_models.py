@@ -58,6 +58,30 @@ def test_teacher_isolation(weight_dtype, convolution):
     assert not np.array_equal(ga[2], gb[2])
 
 
+def test_shared_init_starts_teachers_alike_and_keeps_them_isolated():
+    real_x, real_y, fake_x, fake_y = _batch(0)
+    real_x[3], real_y[3] = real_x[0], real_y[0]  # teachers 0 and 3 hold the same records
+    changed = real_x.copy()
+    changed[2, 4] = -changed[2, 4]
+    a, b = (_ensemble(shared_init=True, weight_dtype="float32") for _ in range(2))
+    start = [a.teacher_weights(i) for i in range(5)]
+    assert all(np.array_equal(u, v) for i in range(1, 5) for u, v in zip(start[0], start[i]))
+    assert not np.array_equal(_ensemble().teacher_weights(0)[0], _ensemble().teacher_weights(1)[0])
+    for _ in range(2):
+        a.teacher_step(real_x, real_y, fake_x, fake_y)
+        b.teacher_step(changed, real_y, fake_x, fake_y)
+    after = [a.teacher_weights(i) for i in range(5)]
+    for u, v, w in zip(after[0], after[3], start[0]):  # alike where their data are alike (up to float rounding
+        np.testing.assert_allclose(u, v, atol=1e-3 * np.abs(u - w).max())  # across shards), unlike elsewhere
+    assert not np.array_equal(after[0][0], after[1][0])
+    for i in range(5):
+        same = all(np.array_equal(u, v) for u, v in zip(after[i], b.teacher_weights(i)))
+        assert same == (i != 2), f"teacher {i}"
+    assert TeacherEnsemble.from_config(a.get_config()).shared_init is True
+    with pytest.raises(ValueError, match="`shared_init`"):
+        _ensemble(shared_init="yes")
+
+
 def test_per_teacher_fakes_train_each_teacher_on_its_own_row():
     real_x, real_y, fake_x, fake_y = _batch(5)
     own_x, own_y = np.repeat(fake_x[None], 5, 0), np.repeat(fake_y[None], 5, 0)
