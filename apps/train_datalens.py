@@ -177,6 +177,10 @@ def main(argv):
                          os.path.join(run_dir, "history.csv"))
     saver = _Checkpoint(manager, FLAGS.checkpoint_minutes, state_path, seconds_before, start)
     remaining = max(max_steps - int(model.privacy_steps.numpy()), 1)
+    pending = max(model.pretrain_steps - int(model.pretrained_steps.numpy()), 0)
+    for i in range(pending):  # no privacy cost; done here, not inside fit, to show progress
+        model.pretrain_teachers(1)
+        print(f"teacher pre-training step {i + 1}/{pending} ({time.time() - start:.0f} s)", flush=True)
     try:
         model.fit(steps_per_epoch=FLAGS.log_steps, epochs=-(-remaining // FLAGS.log_steps), verbose=0,
                   callbacks=[budget, progress, saver])

@@ -85,6 +85,8 @@ def test_helpfull_exits_0_and_lists_the_flags():
         "train_dpsgd.py": ["--mechanism", "--epsilon", "--noise_placement", "--sampling", "--output"],
         "compression_study.py": ["--compressors", "--rates", "--noise_multipliers", "--output_prefix"],
         "dpsgd_table.py": ["--results", "--out"],
+        "teacher_agreement.py": ["--preset", "--num_teachers", "--records_per_teacher", "--teacher_steps",
+                                 "--shared_init"],
     }
     processes = {name: start(name, "--helpfull") for name in expected}
     for name, flags in expected.items():
@@ -144,6 +146,7 @@ def test_train_app_writes_the_run_directory(runs):
     assert (full / "generator.keras").exists() and list((full / "checkpoints").glob("ckpt-*.index"))
     out = results["full"].stdout
     assert "epsilon spent" in out and "utility on real digits test" in out and str(full / "samples.png") in out
+    assert "teacher pre-training step 2/2" in out and "pre-training" not in results["resumed"].stdout
 
 
 def test_resumed_run_equals_an_uninterrupted_one(runs):
@@ -213,3 +216,19 @@ def test_datalens_app_gets_the_fast_teacher_kernels():
     """TF fixes its kernels when it loads, so the app must import dlens_tf (which turns oneDNN on) first."""
     assert _grouped_after("import train_datalens") == _grouped_after(
         "import os; os.environ['TF_ENABLE_ONEDNN_OPTS'] = '1'; import tensorflow")
+
+
+def test_teacher_agreement_app_measures_and_rejects_bad_counts():
+    runs = [start("teacher_agreement.py", "--preset=digits_tiny", "--num_teachers=10", "--teacher_steps=0,2",
+                  f"--shared_init={shared}") for shared in ("true", "false")]
+    bad = [start("teacher_agreement.py", "--preset=digits_tiny", *args)
+           for args in (["--teacher_steps=-1"], ["--teacher_steps=two"], ["--num_teachers=200"])]
+    for shared, process in zip(("True", "False"), runs):
+        result = finish(process)
+        assert result.returncode == 0, result.stderr[-2000:]
+        lines = [line for line in result.stdout.splitlines() if "agreement=" in line]
+        assert [f"shared_init={shared} teacher_steps={s}:" in line for s, line in zip((0, 2), lines)] == [True, True]
+        assert all(0.0 <= float(line.split("agreement=")[1].split()[0]) <= 1.0 for line in lines)
+    for process, message in zip(bad, ("--teacher_steps", "--teacher_steps", "exceeds the 1497 records")):
+        result = finish(process)
+        assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]

@@ -8,7 +8,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from dlens_tf import TopAgg, TopAggQuery
-from dlens_tf.privacy.topagg import compress
+from dlens_tf.privacy.topagg import compress, vote_agreement
 
 
 def _adversarial_gradients(n=6, batch=3, d=20):
@@ -62,6 +62,15 @@ def test_vote_threshold_and_output_values():
     out = TopAgg(k=3, sigma=1e-3, beta=0.6, seed=0)(tf.constant(g)).numpy()
     assert out[0, 0] == 1 and out[0, 1] == -1
     assert np.all(out[0, 2:] == 0)
+
+
+def test_vote_agreement_extremes():
+    g = np.random.default_rng(0).normal(size=(1, 3, 8, 8, 1)).astype(np.float32) + 5.0  # |g| >= 1 nearly always
+    alike = np.repeat(g, 6, axis=0)
+    assert vote_agreement(alike, 5, 1e-3, 0) == (1.0, 1.0)  # same coordinates, same (deterministic) signs
+    opposed = np.concatenate([alike[:3], -alike[3:]])
+    assert vote_agreement(opposed, 5, 1e-3, 0)[0] == 0.0  # the two halves cancel
+    assert vote_agreement(alike, 5, 100.0, 0)[1] == 0.0  # every kept entry below the clip: random signs
 
 
 def test_xla_and_eager_paths_give_identical_votes():

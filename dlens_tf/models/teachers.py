@@ -279,8 +279,8 @@ class TeacherEnsemble(keras.Model):
       shared_init: start every teacher from the same initial weights (drawn from `seed`), as the
         official code nearly does (its 4000 teachers start from 50 weight sets). The initialisation is
         data-independent, so privacy is unchanged; teachers that start alike disagree only where their
-        data differ, which raises their vote agreement (measured: mean |clean vote| / N on each record's
-        200 strongest coordinates 0.69 -> 0.90, 250 MNIST teachers after 10 updates).
+        data differ, which raises their vote agreement (`apps/teacher_agreement.py`, 250 MNIST teachers
+        after 10 updates: 0.64 -> 0.89).
       seed: integer seed of the weight initialisation; None draws one from OS entropy.
 
     Input shape:

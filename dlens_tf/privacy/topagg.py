@@ -8,6 +8,7 @@ One implementation, two front doors: the `TopAgg` Keras layer (this file) and
 import math
 
 import dp_accounting
+import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
@@ -48,6 +49,25 @@ def compress(gradients, k, clip, seed):
     shape = tf.shape(gradients)
     flat = tf.reshape(gradients, [shape[0] * shape[1], shape[2]])
     return tf.reshape(topk_stochastic_sign(flat, k, clip, seed), shape)
+
+
+def vote_agreement(gradients, k, clip, seed):
+    """How much contributors agree, before noise: a diagnostic that releases nothing.
+
+    gradients: [N, queries, *record_shape]. Returns (agreement, deterministic): agreement is the mean
+    over queries of |sum of the N compressed votes| / N on each query's k strongest coordinates (1: all
+    N voted the same sign on the same k coordinates; 0: their votes cancel); deterministic is the share
+    of top-k entries with |g| >= clip, whose stochastic sign is not random.
+    """
+    gradients = tf.convert_to_tensor(gradients, tf.float32)
+    n, m = gradients.shape[0], gradients.shape[1]
+    flat = tf.reshape(gradients, [n, m, -1])
+    votes = tf.reduce_sum(compress(flat, k, clip, tf.constant([seed, 1])), 0).numpy()
+    strongest = np.sort(np.abs(votes), axis=1)[:, -k:] / n
+    magnitudes = np.abs(flat.numpy())
+    kept = magnitudes >= np.sort(magnitudes, axis=2)[:, :, -k][..., None]
+    deterministic = (kept & (magnitudes >= (clip or 0.0))).sum() / kept.sum()
+    return float(strongest.mean()), float(deterministic)
 
 
 def noisy_vote(votes_sum, sigma, threshold, seed):
