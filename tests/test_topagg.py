@@ -71,6 +71,10 @@ def test_vote_agreement_extremes():
     opposed = np.concatenate([alike[:3], -alike[3:]])
     assert vote_agreement(opposed, 5, 1e-3, 0)[0] == 0.0  # the two halves cancel
     assert vote_agreement(alike, 5, 100.0, 0)[1] == 0.0  # every kept entry below the clip: random signs
+    for args, name in (((alike[0, 0, :, :, 0], 5, 1e-3), "gradients"), ((alike, 65, 1e-3), "k"), ((alike, 0, 1e-3), "k"),
+                       ((alike, 5, -1.0), "clip")):
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            vote_agreement(*args, 0)
 
 
 def test_xla_and_eager_paths_give_identical_votes():

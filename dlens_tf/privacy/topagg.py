@@ -60,8 +60,13 @@ def vote_agreement(gradients, k, clip, seed):
     of top-k entries with |g| >= clip, whose stochastic sign is not random.
     """
     gradients = tf.convert_to_tensor(gradients, tf.float32)
+    if gradients.shape.rank is None or gradients.shape.rank < 3:
+        raise ValueError(f"Received an invalid value for `gradients`, expected shape [N, queries, *record_shape]. "
+                         f"Received: shape={gradients.shape}")
     n, m = gradients.shape[0], gradients.shape[1]
     flat = tf.reshape(gradients, [n, m, -1])
+    validate_topagg_args(k, 1.0, 0.0, clip)  # k and clip; this diagnostic adds no noise
+    validate_k(k, flat.shape[2])
     votes = tf.reduce_sum(compress(flat, k, clip, tf.constant([seed, 1])), 0).numpy()
     strongest = np.sort(np.abs(votes), axis=1)[:, -k:] / n
     magnitudes = np.abs(flat.numpy())
