@@ -18,3 +18,50 @@ def _parse(argv):
 
 def run(main):
     app.run(main, flags_parser=_parse)
+
+
+def define_preset_flags():
+    """One flag per `DataLensPreset` field (except `note`), default None = the preset's value."""
+    import dataclasses
+
+    from absl import flags
+
+    from dlens_tf import data
+    from dlens_tf.presets import DataLensPreset
+
+    enums = {"accountant": ["rdp", "pld"], "eval_optimizer": ["adam", "sgd"], "dataset": list(data.NAMES)}
+    for field in dataclasses.fields(DataLensPreset):
+        if field.name == "note":
+            continue
+        doc = f"Override the preset's `{field.name}`."
+        if field.name in enums:
+            flags.DEFINE_enum(field.name, None, enums[field.name], doc)
+        elif field.type in (bool, "bool"):
+            flags.DEFINE_bool(field.name, None, doc)
+        elif field.type in (int, "int"):
+            flags.DEFINE_integer(field.name, None, doc)
+        elif field.type in (float, "float"):
+            flags.DEFINE_float(field.name, None, doc)
+        else:  # float | None
+            flags.DEFINE_string(field.name, None, doc + " A number, or 'none'.")
+
+
+def preset_overrides():
+    """{field: value} of the preset flags given on the command line."""
+    import dataclasses
+
+    from absl import flags
+
+    from dlens_tf.presets import DataLensPreset
+
+    out = {}
+    for field in dataclasses.fields(DataLensPreset):
+        if field.name != "note" and flags.FLAGS[field.name].value is not None:
+            value = flags.FLAGS[field.name].value
+            if field.name == "clip":
+                try:
+                    value = None if value.lower() == "none" else float(value)
+                except ValueError:
+                    raise app.UsageError(f"--clip: expected a number or 'none'. Received: {value!r}") from None
+            out[field.name] = value
+    return out

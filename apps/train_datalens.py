@@ -20,7 +20,6 @@ checkpoint for a later --resume. Without --seed the DP noise is seeded from OS e
 recorded); the teacher partition always has a recorded seed so that a resumed run keeps it.
 """
 
-import dataclasses
 import json
 import os
 import platform
@@ -59,47 +58,14 @@ flags.DEFINE_float("max_train_seconds", 0.0, "Stop training at a checkpoint afte
 flags.DEFINE_string("data_dir", None, "Directory with the dataset files, if not installed (see dlens_tf.data.load).")
 
 
-def _define_preset_flags():
-    """One flag per preset field, default None = the preset's value."""
-    enums = {"accountant": ["rdp", "pld"], "eval_optimizer": ["adam", "sgd"], "dataset": list(data.NAMES)}
-    for field in dataclasses.fields(DataLensPreset):
-        if field.name == "note":
-            continue
-        doc = f"Override the preset's `{field.name}`."
-        if field.name in enums:
-            flags.DEFINE_enum(field.name, None, enums[field.name], doc)
-        elif field.type in (bool, "bool"):
-            flags.DEFINE_bool(field.name, None, doc)
-        elif field.type in (int, "int"):
-            flags.DEFINE_integer(field.name, None, doc)
-        elif field.type in (float, "float"):
-            flags.DEFINE_float(field.name, None, doc)
-        else:  # float | None
-            flags.DEFINE_string(field.name, None, doc + " A number, or 'none'.")
-
-
-_define_preset_flags()
+_cli.define_preset_flags()
 FLAGS = flags.FLAGS
-
-
-def _overrides():
-    out = {}
-    for field in dataclasses.fields(DataLensPreset):
-        if field.name != "note" and FLAGS[field.name].value is not None:
-            value = FLAGS[field.name].value
-            if field.name == "clip":
-                try:
-                    value = None if value.lower() == "none" else float(value)
-                except ValueError:
-                    raise app.UsageError(f"--clip: expected a number or 'none'. Received: {value!r}") from None
-            out[field.name] = value
-    return out
 
 
 def _resolve_run(run_dir):
     """(preset name, partition seed, DataLensPreset): the saved ones when resuming, else from flags."""
     config_path = os.path.join(run_dir, "config.json")
-    overrides = _overrides()
+    overrides = _cli.preset_overrides()
     if FLAGS.resume:
         if not os.path.exists(config_path):
             raise app.UsageError(f"--resume: {config_path} does not exist; start the run without --resume.")

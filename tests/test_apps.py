@@ -87,6 +87,7 @@ def test_helpfull_exits_0_and_lists_the_flags():
         "dpsgd_table.py": ["--results", "--out"],
         "teacher_agreement.py": ["--preset", "--num_teachers", "--records_per_teacher", "--teacher_steps",
                                  "--shared_init"],
+        "datalens_proxy.py": ["--preset", "--proxy_teachers", "--steps", "--eval_every", "--samples", "--topk", "--d_steps"],
     }
     processes = {name: start(name, "--helpfull") for name in expected}
     for name, flags in expected.items():
@@ -229,5 +230,23 @@ def test_teacher_agreement_app_measures_and_rejects_bad_counts():
     assert [f"shared_init=True teacher_steps={s}:" in line for s, line in zip((0, 2), lines)] == [True, True]
     assert all(0.0 <= float(line.split("agreement=")[1].split()[0]) <= 1.0 for line in lines)
     for process, message in zip(bad, ("expected integer counts >= 0", "exceeds the 1497 records")):
+        result = finish(process)
+        assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_datalens_proxy_app_scores_samples_and_rejects_bad_counts():
+    good = start("datalens_proxy.py", "--preset=digits_tiny", "--proxy_teachers=5", "--steps=3", "--eval_every=2",
+                 "--samples=40")
+    bad = [start("datalens_proxy.py", "--preset=digits_tiny", *args)
+           for args in (["--proxy_teachers=11"], ["--proxy_teachers=5", "--eval_every=0"])]
+    result = finish(good)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "5 teachers x 149 records, sigma 20 (full: 10 x 149, sigma 40)" in lines[0], lines[0]
+    steps = [line for line in lines if line.startswith("step ")]
+    assert [line.split(":")[0] for line in steps] == ["step 2", "step 3"]  # every 2 steps and at the end
+    fidelity = float(lines[-1].split("proxy fidelity=")[1])
+    assert 0.0 <= fidelity <= 1.0 and f"fidelity={fidelity:.3f}" in steps[-1]
+    for process, message in zip(bad, ("--proxy_teachers: expected 1 to 10", "--eval_every and --samples")):
         result = finish(process)
         assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]

@@ -70,7 +70,8 @@ def test_vote_agreement_extremes():
     assert vote_agreement(alike, 5, 1e-3, 0) == (1.0, 1.0)  # same coordinates, same (deterministic) signs
     opposed = np.concatenate([alike[:3], -alike[3:]])
     assert vote_agreement(opposed, 5, 1e-3, 0)[0] == 0.0  # the two halves cancel
-    assert vote_agreement(alike, 5, 100.0, 0)[1] == 0.0  # every kept entry below the clip: random signs
+    # A clip above max |g|, or none: the scale is max |g|, so only each row's maximum has a sure sign.
+    assert vote_agreement(alike, 5, 100.0, 0)[1] == vote_agreement(alike, 5, None, 0)[1] == 1 / 5
     for args, name in (((alike[0, 0, :, :, 0], 5, 1e-3), "gradients"), ((alike, 65, 1e-3), "k"), ((alike, 0, 1e-3), "k"),
                        ((alike, 5, -1.0), "clip")):
         with pytest.raises(ValueError, match=f"`{name}`"):

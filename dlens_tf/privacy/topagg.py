@@ -57,7 +57,7 @@ def vote_agreement(gradients, k, clip, seed):
     gradients: [N, queries, *record_shape]. Returns (agreement, deterministic): agreement is the mean
     over queries of |sum of the N compressed votes| / N on each query's k strongest coordinates (1: all
     N voted the same sign on the same k coordinates; 0: their votes cancel); deterministic is the share
-    of top-k entries with |g| >= clip, whose stochastic sign is not random.
+    of top-k entries with |g| >= the stochastic sign's scale min(max |g|, clip), whose sign is not random.
     """
     gradients = tf.convert_to_tensor(gradients, tf.float32)
     if gradients.shape.rank is None or gradients.shape.rank < 3:
@@ -69,9 +69,11 @@ def vote_agreement(gradients, k, clip, seed):
     validate_k(k, flat.shape[2])
     votes = tf.reduce_sum(compress(flat, k, clip, tf.constant([seed, 1])), 0).numpy()
     strongest = np.sort(np.abs(votes), axis=1)[:, -k:] / n
-    magnitudes = np.abs(flat.numpy())
+    magnitudes = np.nan_to_num(np.abs(flat.numpy()), nan=0.0, posinf=np.inf)  # NaN counts as 0, as in compress
     kept = magnitudes >= np.sort(magnitudes, axis=2)[:, :, -k][..., None]
-    deterministic = (kept & (magnitudes >= (clip or 0.0))).sum() / kept.sum()
+    finite_max = np.where(np.isinf(magnitudes), 0.0, magnitudes).max(axis=2, keepdims=True)
+    scale = finite_max if clip is None else np.minimum(finite_max, clip)
+    deterministic = (kept & (magnitudes >= scale)).sum() / kept.sum()
     return float(strongest.mean()), float(deterministic)
 
 
