@@ -27,6 +27,8 @@ class DataLensPreset:
       pretrain_steps: teacher-only steps before the first generator step (no privacy cost).
       shared_teacher_init: every teacher starts from the same initial weights (see `TeacherEnsemble`);
         the official code's 4000 teachers start from 50 weight sets.
+      teacher_batch_norm: batch normalisation in the teachers with each batch's own statistics (see
+        `TeacherEnsemble`), as in the official code's discriminator.
       label_matched_fakes: teachers train on synthetic records carrying their real batch's labels
         (see `DataLens`); the official code does so.
       learning_rate, beta_1: Adam settings of the teachers and the generator.
@@ -52,6 +54,7 @@ class DataLensPreset:
     pretrain_steps: int = 10
     label_matched_fakes: bool = False
     shared_teacher_init: bool = False
+    teacher_batch_norm: bool = False
     learning_rate: float = 1e-3
     beta_1: float = 0.5
     num_synthetic: int = 100_000
@@ -71,7 +74,8 @@ class DataLensPreset:
         """A compiled `DataLens` model (generator, teachers, TopAgg) with these hyper-parameters."""
         generator = Generator(z_dim=self.z_dim, num_classes=num_classes, image_shape=image_shape)
         teachers = TeacherEnsemble(self.num_teachers, image_shape, num_classes, learning_rate=self.learning_rate,
-                                   beta_1=self.beta_1, shared_init=self.shared_teacher_init, seed=seed)
+                                   beta_1=self.beta_1, shared_init=self.shared_teacher_init,
+                                   batch_norm=self.teacher_batch_norm, seed=seed)
         topagg = TopAgg(self.topk, self.sigma, self.beta, clip=self.clip, seed=seed)
         model = DataLens(generator, teachers, topagg, batch_size=self.batch_size, gamma=self.gamma,
                          d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,

@@ -40,12 +40,12 @@ def _batch(seed, n=5, m=6):
 
 
 @pytest.mark.parametrize("convolution", CONVOLUTIONS)
-@pytest.mark.parametrize("weight_dtype", ["bfloat16", "float32"])
-def test_teacher_isolation(weight_dtype, convolution):
+@pytest.mark.parametrize("weight_dtype, batch_norm", [("bfloat16", False), ("float32", False), ("float32", True)])
+def test_teacher_isolation(weight_dtype, batch_norm, convolution):
     real_x, real_y, fake_x, fake_y = _batch(0)
     changed = real_x.copy()
     changed[2, 4] = -changed[2, 4]  # one record of teacher 2's partition
-    a, b = (_ensemble(weight_dtype=weight_dtype, convolution=convolution) for _ in range(2))
+    a, b = (_ensemble(weight_dtype=weight_dtype, convolution=convolution, batch_norm=batch_norm) for _ in range(2))
     assert a.convolution_in_use == convolution
     for _ in range(2):
         a.teacher_step(real_x, real_y, fake_x, fake_y)
@@ -101,14 +101,15 @@ def test_per_teacher_fakes_train_each_teacher_on_its_own_row():
 
 
 @pytest.mark.parametrize("convolution", CONVOLUTIONS)
-def test_ensemble_matches_per_teacher_keras_model(convolution):
-    ens = _ensemble(weight_dtype="float32", convolution=convolution)
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_ensemble_matches_per_teacher_keras_model(convolution, batch_norm):
+    ens = _ensemble(weight_dtype="float32", convolution=convolution, batch_norm=batch_norm)
     real_x, real_y, fake_x, fake_y = _batch(1)
     ens.teacher_step(real_x, real_y, fake_x, fake_y)  # weights away from initialisation
     logits = ens((fake_x, fake_y)).numpy()
     own_logits = ens((real_x, real_y)).numpy()
     grads = ens.image_gradients(fake_x, fake_y).numpy()
-    reference = build_discriminator(SHAPE, 10, WIDTHS)
+    reference = build_discriminator(SHAPE, 10, WIDTHS, batch_norm=batch_norm)
     y_fake = tf.one_hot(fake_y, 10)
     for i in range(5):
         reference.set_weights(ens.teacher_weights(i))
@@ -338,3 +339,20 @@ def test_a_graph_step_holds_one_shard_of_working_memory():
     assert out.returncode == 0, out.stderr[-2000:]
     excess = float(out.stdout.split()[-2])
     assert excess < 0.5, out.stdout
+
+
+def test_batch_norm_uses_each_batchs_own_statistics():
+    ens = _ensemble(weight_dtype="float32", batch_norm=True)
+    real_x, real_y, fake_x, fake_y = _batch(2)
+    assert len(ens.teacher_weights(0)) == 12
+    ens.teacher_step(real_x, real_y, fake_x, fake_y)
+    scale = ens.teacher_weights(1)[4]
+    assert scale.shape == (WIDTHS[1],) and not np.allclose(scale, 1.0)  # conv2's scale, trained from 1
+    logits = ens((fake_x, fake_y)).numpy()
+    other = fake_x.copy()
+    other[0] = -other[0]  # another record of the batch moves every record's statistics
+    assert not np.allclose(ens((other, fake_y)).numpy()[:, 1:], logits[:, 1:])
+    restored = TeacherEnsemble.from_config(ens.get_config())
+    assert restored.batch_norm is True and len(restored.teacher_weights(0)) == 12
+    with pytest.raises(ValueError, match="`batch_norm`"):
+        _ensemble(batch_norm=1)

@@ -49,6 +49,7 @@ _KERNEL = 5
 _STRIDE = 2
 _LEAK = 0.2
 _INIT_STDDEV = 0.02  # DCGAN initialisation, as in the paper's code.
+_BN_EPSILON = 1e-5
 
 
 def _positive_int(name, value):
@@ -97,13 +98,16 @@ def default_widths(image_shape, num_classes):
     return (image_shape[-1] + num_classes, 32 + num_classes, 256)
 
 
-def parameter_shapes(image_shape, num_classes, widths):
-    """Per-teacher parameter names and shapes; kernels are [fan_in, fan_out] matrices."""
+def parameter_shapes(image_shape, num_classes, widths, batch_norm=False):
+    """Per-teacher parameter names and shapes; kernels are [fan_in, fan_out] matrices.
+
+    With `batch_norm`, the conv2 and dense batch normalisations' scales and offsets follow.
+    """
     h, w, c = image_shape
     f1, f2, units = widths
     h2, w2 = _out_size(_out_size(h)), _out_size(_out_size(w))
     taps = _KERNEL * _KERNEL
-    return [
+    shapes = [
         ("conv1_kernel", (taps * (c + num_classes), f1)),
         ("conv1_bias", (f1,)),
         ("conv2_kernel", (taps * (f1 + num_classes), f2)),
@@ -113,15 +117,45 @@ def parameter_shapes(image_shape, num_classes, widths):
         ("logit_kernel", (units + num_classes, 1)),
         ("logit_bias", (1,)),
     ]
+    if batch_norm:
+        shapes += [("conv2_bn_scale", (f2,)), ("conv2_bn_offset", (f2,)),
+                   ("dense_bn_scale", (units,)), ("dense_bn_offset", (units,))]
+    return shapes
 
 
-def build_discriminator(image_shape, num_classes, widths=None, name="discriminator"):
+def _batch_norm(z, axes, scale, offset):
+    """(z - mean) / sqrt(var + 1e-5) * scale + offset, mean and (biased) var over `axes` of this batch."""
+    mean, var = tf.nn.moments(z, axes, keepdims=True)
+    return (z - mean) * tf.math.rsqrt(var + _BN_EPSILON) * scale + offset
+
+
+@keras.saving.register_keras_serializable(package="dlens_tf")
+class BatchStatisticsNormalization(keras.layers.Layer):
+    """Batch normalisation that always uses the batch's own statistics (no moving averages).
+
+    output = (x - mean) / sqrt(var + 1e-5) * scale + offset, mean and var per feature (last axis) over
+    all other axes of the batch: Keras BatchNormalization in training mode, in every mode.
+    """
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(input_shape[-1],), initializer="ones")
+        self.offset = self.add_weight(name="offset", shape=(input_shape[-1],), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, x):
+        return _batch_norm(x, list(range(len(x.shape) - 1)), self.scale, self.offset)
+
+
+def build_discriminator(image_shape, num_classes, widths=None, batch_norm=False, name="discriminator"):
     """One teacher as a plain Keras model: the reference for `TeacherEnsemble`'s architecture.
 
     logit = dense(lrelu(dense(lrelu(conv(lrelu(conv(x ++ y)) ++ y)) ++ y)) ++ y), with 5x5 stride-2
     'SAME' convolutions, leaky ReLU (0.2), and the one-hot label y concatenated as constant channels
     to each conv input and as features to each dense input (the paper's conditional DCGAN
-    discriminator, without batch normalisation). `get_weights()` is ordered like
+    discriminator). With `batch_norm`, the second convolution's and the hidden dense layer's outputs
+    are batch-normalised before their activation with the batch's own statistics
+    (`BatchStatisticsNormalization`), as in the official code, which runs its discriminator on real and
+    fake batches separately and always in training mode. `get_weights()` is ordered like
     `TeacherEnsemble.teacher_weights(i)`.
 
     Input shape:
@@ -141,10 +175,11 @@ def build_discriminator(image_shape, num_classes, widths=None, name="discriminat
         return keras.layers.Concatenate()([h, maps])
 
     act = lambda h: keras.layers.LeakyReLU(_LEAK)(h)  # noqa: E731
+    norm = BatchStatisticsNormalization if batch_norm else lambda: (lambda h: h)  # noqa: E731
     h = act(keras.layers.Conv2D(f1, _KERNEL, _STRIDE, "same")(with_label_channels(x_in)))
-    h = act(keras.layers.Conv2D(f2, _KERNEL, _STRIDE, "same")(with_label_channels(h)))
+    h = act(norm()(keras.layers.Conv2D(f2, _KERNEL, _STRIDE, "same")(with_label_channels(h))))
     h = keras.layers.Concatenate()([keras.layers.Flatten()(h), y_in])
-    h = keras.layers.Concatenate()([act(keras.layers.Dense(units)(h)), y_in])
+    h = keras.layers.Concatenate()([act(norm()(keras.layers.Dense(units)(h))), y_in])
     return keras.Model([x_in, y_in], keras.layers.Dense(1)(h), name=name)
 
 
@@ -197,14 +232,15 @@ def _to_grouped(x):
     return tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [-1 if b is None else b, h, w, n * c])
 
 
-def _conditional_conv(h, y, kernel, bias, taps, compute_dtype, grouped):
-    """lrelu(conv5x5s2(h ++ label channels) + bias) for n teachers at once.
+def _conditional_conv(h, y, kernel, bias, taps, compute_dtype, grouped, bn=None):
+    """lrelu(norm(conv5x5s2(h ++ label channels) + bias)) for n teachers at once.
 
     y [n, B, Y] one-hot; kernel [n, 25 * (cin + Y), F]; bias [n, F]; taps [P, 25] from `_valid_taps`.
     grouped: h [B, H, W, n * cin] (`_to_grouped` layout), convolved as one grouped convolution (one
     group per teacher, oneDNN); otherwise h [n, B, H, W, cin], convolved as im2col + one batched
     matmul. The image channels multiply in `compute_dtype`; the label channels, constant maps,
-    contribute `y @ (taps . W_label)` per teacher, added in float32.
+    contribute `y @ (taps . W_label)` per teacher, added in float32. bn: None (norm = identity) or
+    (scale, offset) [n, F] each, batch normalisation with each teacher's batch statistics.
     Returns float32 [B, ceil(H/2), ceil(W/2), n * F] (grouped) or [n, B, ceil(H/2), ceil(W/2), F].
     """
     n, f, num_classes = kernel.shape[0], kernel.shape[-1], y.shape[-1]
@@ -221,13 +257,18 @@ def _conditional_conv(h, y, kernel, bias, taps, compute_dtype, grouped):
         z = tf.cast(tf.nn.conv2d(tf.cast(h, compute_dtype), tf.cast(k_image, compute_dtype), _STRIDE, "SAME"),
                     tf.float32)
         z += tf.reshape(tf.transpose(tf.reshape(labels, [n, -1, p, f]), [1, 2, 0, 3]), tf.shape(z))
-        return tf.nn.leaky_relu(z + tf.reshape(bias, [n * f]), _LEAK)
+        z += tf.reshape(bias, [n * f])
+        if bn is not None:
+            z = _batch_norm(z, [0, 1, 2], *(tf.reshape(tf.cast(v, tf.float32), [n * f]) for v in bn))
+        return tf.nn.leaky_relu(z, _LEAK)
     patches = im2col(h)
     b, ho, wo = tf.shape(h)[1], patches.shape[2], patches.shape[3]
     z = tf.matmul(tf.cast(tf.reshape(patches, [n, -1, taps_n * cin]), compute_dtype),
                   tf.cast(tf.reshape(k_image, [n, taps_n * cin, f]), compute_dtype))
-    z = tf.reshape(tf.cast(z, tf.float32), [n, b, p, f]) + tf.reshape(labels, [n, b, p, f])
-    return tf.reshape(tf.nn.leaky_relu(z + bias[:, None, None, :], _LEAK), [n, b, ho, wo, f])
+    z = tf.reshape(tf.cast(z, tf.float32), [n, b, p, f]) + tf.reshape(labels, [n, b, p, f]) + bias[:, None, None, :]
+    if bn is not None:
+        z = _batch_norm(z, [1, 2], *(tf.cast(v, tf.float32)[:, None, None, :] for v in bn))
+    return tf.reshape(tf.nn.leaky_relu(z, _LEAK), [n, b, ho, wo, f])
 
 
 def ensemble_logits(params, x, y, taps1, taps2, compute_dtype=tf.float32, grouped=False):
@@ -235,19 +276,25 @@ def ensemble_logits(params, x, y, taps1, taps2, compute_dtype=tf.float32, groupe
 
     Convolutions and the first dense layer multiply in `compute_dtype` (float32 or bfloat16, which
     oneDNN runs at twice float32's rate on AVX512-BF16 CPUs); everything else is float32. `grouped`
-    picks grouped convolutions (see `grouped_convolution_supported`) over im2col matmuls.
+    picks grouped convolutions (see `grouped_convolution_supported`) over im2col matmuls. With 12
+    params (`parameter_shapes(..., batch_norm=True)`), conv2 and the dense layer are batch-normalised
+    over each teacher's B records.
     """
-    k1, b1, k2, b2, k3, b3, k4, b4 = params
+    k1, b1, k2, b2, k3, b3, k4, b4 = params[:8]
+    bn2, bn3 = (params[8:10], params[10:12]) if len(params) == 12 else (None, None)
     n = k1.shape[0]
     h = _conditional_conv(_to_grouped(x) if grouped else x, y, k1, b1, taps1, compute_dtype, grouped)
-    h = _conditional_conv(h, y, k2, b2, taps2, compute_dtype, grouped)
+    h = _conditional_conv(h, y, k2, b2, taps2, compute_dtype, grouped, bn2)
     if grouped:
         b, p, f = tf.shape(h)[0], h.shape[1] * h.shape[2], h.shape[3] // n
         flat = tf.reshape(tf.transpose(tf.reshape(h, [b, p, n, f]), [2, 0, 1, 3]), [n, b, p * f])
     else:
         flat = tf.reshape(h, [n, tf.shape(h)[1], h.shape[2] * h.shape[3] * h.shape[4]])
     h = tf.matmul(tf.cast(tf.concat([flat, y], -1), compute_dtype), tf.cast(k3, compute_dtype))
-    h = tf.nn.leaky_relu(tf.cast(h, tf.float32) + tf.cast(b3, tf.float32)[:, None, :], _LEAK)
+    h = tf.cast(h, tf.float32) + tf.cast(b3, tf.float32)[:, None, :]
+    if bn3 is not None:
+        h = _batch_norm(h, [1], *(tf.cast(v, tf.float32)[:, None, :] for v in bn3))
+    h = tf.nn.leaky_relu(h, _LEAK)
     return tf.squeeze(tf.matmul(tf.concat([h, y], -1), tf.cast(k4, tf.float32)), -1) + tf.cast(b4, tf.float32)
 
 
@@ -276,6 +323,10 @@ class TeacherEnsemble(keras.Model):
       convolution: "grouped" (oneDNN grouped convolutions, one group per teacher), "im2col" (strided
         slices and batched matmuls: any CPU and TF build), or "auto": grouped where this process can
         differentiate them (`grouped_convolution_supported`), else im2col with a warning.
+      batch_norm: batch-normalise conv2 and the dense layer with each batch's own statistics, real and
+        fake batches separately (the official code's discriminator; see `build_discriminator`). A
+        teacher's gradient on one synthetic record then also depends on the other (public) synthetic
+        records of its batch; each teacher still sees only its own partition.
       shared_init: start every teacher from the same initial weights (drawn from `seed`), as the
         official code nearly does (its 4000 teachers start from 50 weight sets). The initialisation is
         data-independent, so privacy is unchanged; teachers that start alike disagree only where their
@@ -292,7 +343,7 @@ class TeacherEnsemble(keras.Model):
 
     def __init__(self, num_teachers, image_shape, num_classes, widths=None, learning_rate=1e-3, beta_1=0.5,
                  beta_2=0.999, epsilon=1e-8, weight_dtype="bfloat16", chunk_size=125, convolution="auto", shared_init=False,
-                 seed=None, **kwargs):
+                 batch_norm=False, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.num_teachers = _positive_int("num_teachers", num_teachers)
         self.image_shape = validate_image_shape(image_shape)
@@ -339,9 +390,12 @@ class TeacherEnsemble(keras.Model):
             raise ValueError(f"Received an invalid value for `shared_init`, expected a bool. "
                              f"Received: shared_init={shared_init!r}")
         self.shared_init = bool(shared_init)
+        if not isinstance(batch_norm, (bool, np.bool_)):
+            raise ValueError(f"Received an invalid value for `batch_norm`, expected a bool. Received: batch_norm={batch_norm!r}")
+        self.batch_norm = bool(batch_norm)
         self.seed = None if seed is None else int(seed)
         self._init_seed = self.seed if self.seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
-        self._shapes = parameter_shapes(self.image_shape, self.num_classes, self.widths)
+        self._shapes = parameter_shapes(self.image_shape, self.num_classes, self.widths, self.batch_norm)
         h, w, _ = self.image_shape
         self._taps1 = _valid_taps(h, w)
         self._taps2 = _valid_taps(_out_size(h), _out_size(w))
@@ -369,7 +423,7 @@ class TeacherEnsemble(keras.Model):
             elif name.endswith("kernel"):
                 init = tf.random.stateless_normal(full, [self._init_seed, index * 64 + j], stddev=_INIT_STDDEV)
             else:
-                init = tf.zeros(full)
+                init = tf.ones(full) if name.endswith("scale") else tf.zeros(full)
             params.append(tf.Variable(tf.cast(init, dtype), trainable=False, name=f"shard{index}/{name}"))
             if self.beta_1 > 0:
                 first.append(tf.Variable(tf.zeros(full, dtype), trainable=False, name=f"shard{index}/{name}_m"))
@@ -393,6 +447,8 @@ class TeacherEnsemble(keras.Model):
         out = [tf.cast(v[local], tf.float32).numpy() for v in self.shards[shard]["params"]]
         out[0] = out[0].reshape(_KERNEL, _KERNEL, c + y, f1)
         out[2] = out[2].reshape(_KERNEL, _KERNEL, f1 + y, f2)
+        if self.batch_norm:  # each normalisation after its layer, as in build_discriminator
+            out = out[:4] + out[8:10] + out[4:6] + out[10:12] + out[6:8]
         return out
 
     @property
@@ -478,11 +534,17 @@ class TeacherEnsemble(keras.Model):
             params = [tf.identity(p) for p in shard["params"]]
             with tf.GradientTape() as tape:
                 tape.watch(params)
-                logits = ensemble_logits(params, tf.concat([real_x[s], step_fake_x], 1),
-                                         tf.concat([real_y[s], step_fake_y], 1), self._taps1, self._taps2,
-                                         self._matmul_dtype, self._grouped)
-                losses = (tf.reduce_mean(tf.nn.softplus(-logits[:, :m]), 1)
-                          + tf.reduce_mean(tf.nn.softplus(logits[:, m:]), 1))
+                if self.batch_norm:  # real and fake batches each with their own statistics
+                    real_logits, fake_logits = (
+                        ensemble_logits(params, bx, by, self._taps1, self._taps2, self._matmul_dtype, self._grouped)
+                        for bx, by in ((real_x[s], real_y[s]), (step_fake_x, step_fake_y)))
+                else:
+                    logits = ensemble_logits(params, tf.concat([real_x[s], step_fake_x], 1),
+                                             tf.concat([real_y[s], step_fake_y], 1), self._taps1, self._taps2,
+                                             self._matmul_dtype, self._grouped)
+                    real_logits, fake_logits = logits[:, :m], logits[:, m:]
+                losses = (tf.reduce_mean(tf.nn.softplus(-real_logits), 1)
+                          + tf.reduce_mean(tf.nn.softplus(fake_logits), 1))
                 total = tf.reduce_sum(losses)
             self._apply_update(shard, tape.gradient(total, params), tf.cast(t0 + s + 1, tf.float32))
             loss_sum += total
@@ -594,5 +656,6 @@ class TeacherEnsemble(keras.Model):
         config.update(num_teachers=self.num_teachers, image_shape=self.image_shape, num_classes=self.num_classes,
                       widths=self.widths, learning_rate=self.learning_rate, beta_1=self.beta_1, beta_2=self.beta_2,
                       epsilon=self.epsilon, weight_dtype=self.weight_dtype, chunk_size=self.chunk_size,
-                      convolution=self.convolution, shared_init=self.shared_init, seed=self.seed)
+                      convolution=self.convolution, shared_init=self.shared_init, batch_norm=self.batch_norm,
+                      seed=self.seed)
         return config
