@@ -29,6 +29,8 @@ class DataLensPreset:
         the official code's 4000 teachers start from 50 weight sets.
       teacher_batch_norm: batch normalisation in the teachers with each batch's own statistics (see
         `TeacherEnsemble`), as in the official code's discriminator.
+      teacher_translation: largest random shift (pixels) of the images in teacher updates, 0 = none (see
+        `TeacherEnsemble`).
       label_matched_fakes: teachers train on synthetic records carrying their real batch's labels
         (see `DataLens`); the official code does so.
       learning_rate, beta_1: Adam settings of the teachers and the generator.
@@ -55,6 +57,7 @@ class DataLensPreset:
     label_matched_fakes: bool = False
     shared_teacher_init: bool = False
     teacher_batch_norm: bool = False
+    teacher_translation: int = 0
     learning_rate: float = 1e-3
     beta_1: float = 0.5
     num_synthetic: int = 100_000
@@ -75,7 +78,8 @@ class DataLensPreset:
         generator = Generator(z_dim=self.z_dim, num_classes=num_classes, image_shape=image_shape)
         teachers = TeacherEnsemble(self.num_teachers, image_shape, num_classes, learning_rate=self.learning_rate,
                                    beta_1=self.beta_1, shared_init=self.shared_teacher_init,
-                                   batch_norm=self.teacher_batch_norm, seed=seed)
+                                   batch_norm=self.teacher_batch_norm, translation=self.teacher_translation,
+                                   seed=seed)
         topagg = TopAgg(self.topk, self.sigma, self.beta, clip=self.clip, seed=seed)
         model = DataLens(generator, teachers, topagg, batch_size=self.batch_size, gamma=self.gamma,
                          d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,

@@ -11,7 +11,7 @@ from tensorflow import keras
 
 from dlens_tf.data import load
 from dlens_tf.models import DataLens, Generator, TeacherEnsemble, build_discriminator
-from dlens_tf.models.teachers import grouped_convolution_supported
+from dlens_tf.models.teachers import grouped_convolution_supported, translate
 from dlens_tf.privacy.topagg import TopAgg, topagg_noise_multiplier
 
 SHAPE = (8, 8, 1)
@@ -40,12 +40,14 @@ def _batch(seed, n=5, m=6):
 
 
 @pytest.mark.parametrize("convolution", CONVOLUTIONS)
-@pytest.mark.parametrize("weight_dtype, batch_norm", [("bfloat16", False), ("float32", False), ("float32", True)])
-def test_teacher_isolation(weight_dtype, batch_norm, convolution):
+@pytest.mark.parametrize("options", [dict(weight_dtype="bfloat16"), dict(weight_dtype="float32"),
+                                     dict(weight_dtype="float32", batch_norm=True),
+                                     dict(weight_dtype="float32", translation=2)])
+def test_teacher_isolation(options, convolution):
     real_x, real_y, fake_x, fake_y = _batch(0)
     changed = real_x.copy()
     changed[2, 4] = -changed[2, 4]  # one record of teacher 2's partition
-    a, b = (_ensemble(weight_dtype=weight_dtype, convolution=convolution, batch_norm=batch_norm) for _ in range(2))
+    a, b = (_ensemble(convolution=convolution, **options) for _ in range(2))
     assert a.convolution_in_use == convolution
     for _ in range(2):
         a.teacher_step(real_x, real_y, fake_x, fake_y)
@@ -356,3 +358,31 @@ def test_batch_norm_uses_each_batchs_own_statistics():
     assert restored.batch_norm is True and len(restored.teacher_weights(0)) == 12
     with pytest.raises(ValueError, match="`batch_norm`"):
         _ensemble(batch_norm=1)
+
+
+def test_translation_shifts_each_image_by_its_own_offset():
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 4) + SHAPE).astype(np.float32)
+    out = translate(tf.constant(x), 2, tf.constant([1, 2])).numpy()
+    shifts = set()
+    for i in range(3):
+        for j in range(4):
+            padded = np.pad(x[i, j], [[2, 2], [2, 2], [0, 0]], constant_values=-1.0)
+            found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                     if np.array_equal(padded[2 - dy:10 - dy, 2 - dx:10 - dx], out[i, j])]
+            assert found, (i, j)  # a shifted copy, background shifted in
+            shifts.add(found[0])
+    assert len(shifts) > 3  # the images do not share one shift
+    np.testing.assert_array_equal(translate(tf.constant(x), 2, tf.constant([1, 2])), out)  # stateless
+
+
+def test_translation_changes_training_only_and_checks_its_value():
+    real_x, real_y, fake_x, fake_y = _batch(3)
+    plain, shifted = _ensemble(weight_dtype="float32"), _ensemble(weight_dtype="float32", translation=2)
+    np.testing.assert_array_equal(plain.image_gradients(fake_x, fake_y), shifted.image_gradients(fake_x, fake_y))
+    plain.teacher_step(real_x, real_y, fake_x, fake_y)
+    shifted.teacher_step(real_x, real_y, fake_x, fake_y)
+    assert not np.array_equal(plain.teacher_weights(0)[0], shifted.teacher_weights(0)[0])
+    assert TeacherEnsemble.from_config(shifted.get_config()).translation == 2
+    for bad in (-1, 8, True, 1.5):
+        with pytest.raises(ValueError, match="`translation`"):
+            _ensemble(translation=bad)

@@ -123,6 +123,21 @@ def parameter_shapes(image_shape, num_classes, widths, batch_norm=False):
     return shapes
 
 
+def translate(x, max_shift, seed):
+    """Each image of x [n, B, H, W, C] shifted by its own random (dy, dx) in [-max_shift, max_shift]^2.
+
+    Pixels shifted in are -1 (background); the shifts are data-independent randomness from `seed`
+    (a stateless seed, int32 [2]).
+    """
+    n, b, h, w = tf.shape(x)[0], tf.shape(x)[1], x.shape[2], x.shape[3]
+    shifts = tf.random.stateless_uniform([2, n, b], seed, -max_shift, max_shift + 1, dtype=tf.int32)
+    pad = [[0, 0], [0, 0], [max_shift, max_shift], [max_shift, max_shift], [0, 0]]
+    padded = tf.pad(x, pad, constant_values=-1.0)
+    rows = tf.range(h)[None, None, :] + max_shift - shifts[0][..., None]  # [n, B, H]
+    cols = tf.range(w)[None, None, :] + max_shift - shifts[1][..., None]
+    return tf.gather(tf.gather(padded, rows, axis=2, batch_dims=2), cols, axis=3, batch_dims=2)
+
+
 def _batch_norm(z, axes, scale, offset):
     """(z - mean) / sqrt(var + 1e-5) * scale + offset, mean and (biased) var over `axes` of this batch."""
     mean, var = tf.nn.moments(z, axes, keepdims=True)
@@ -327,6 +342,10 @@ class TeacherEnsemble(keras.Model):
         fake batches separately (the official code's discriminator; see `build_discriminator`). A
         teacher's gradient on one synthetic record then also depends on the other (public) synthetic
         records of its batch; each teacher still sees only its own partition.
+      translation: 0, or the largest random shift in pixels of every real and fake image in the
+        teachers' updates (DiffAugment-style translation: each image its own shift, background
+        padded), so that teachers holding a few records learn shapes rather than their exact pixels.
+        The shifts are data-independent randomness; image gradients are taken on the unshifted fakes.
       shared_init: start every teacher from the same initial weights (drawn from `seed`), as the
         official code nearly does (its 4000 teachers start from 50 weight sets). The initialisation is
         data-independent, so privacy is unchanged; teachers that start alike disagree only where their
@@ -343,7 +362,7 @@ class TeacherEnsemble(keras.Model):
 
     def __init__(self, num_teachers, image_shape, num_classes, widths=None, learning_rate=1e-3, beta_1=0.5,
                  beta_2=0.999, epsilon=1e-8, weight_dtype="bfloat16", chunk_size=125, convolution="auto", shared_init=False,
-                 batch_norm=False, seed=None, **kwargs):
+                 batch_norm=False, translation=0, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.num_teachers = _positive_int("num_teachers", num_teachers)
         self.image_shape = validate_image_shape(image_shape)
@@ -393,6 +412,11 @@ class TeacherEnsemble(keras.Model):
         if not isinstance(batch_norm, (bool, np.bool_)):
             raise ValueError(f"Received an invalid value for `batch_norm`, expected a bool. Received: batch_norm={batch_norm!r}")
         self.batch_norm = bool(batch_norm)
+        if isinstance(translation, bool) or not isinstance(translation, (int, np.integer)) or not (
+                0 <= translation < min(self.image_shape[:2])):
+            raise ValueError(f"Received an invalid value for `translation`, expected an integer shift in "
+                             f"[0, {min(self.image_shape[:2])}). Received: translation={translation!r}")
+        self.translation = int(translation)
         self.seed = None if seed is None else int(seed)
         self._init_seed = self.seed if self.seed is not None else int(np.random.SeedSequence().generate_state(1)[0] >> 1)
         self._shapes = parameter_shapes(self.image_shape, self.num_classes, self.widths, self.batch_norm)
@@ -516,7 +540,8 @@ class TeacherEnsemble(keras.Model):
             new = tf.cast(p, tf.float32) - lr_t * m / (tf.sqrt(v) + self.epsilon)
             p.assign(tf.cast(new, p.dtype))
 
-    def _shard_computation(self, shard, real_x, real_y, train_x, train_y, fake_x, fake_y, t0, with_gradients):
+    def _shard_computation(self, shard, real_x, real_y, train_x, train_y, fake_x, fake_y, t0, shard_start,
+                           with_gradients):
         """`steps` updates of one shard's teachers, then (optionally) their image gradients.
 
         real_x [steps, n, m, H, W, C]; real_y [steps, n, m, Y]; train_x [steps, n, mt, H, W, C] and
@@ -529,17 +554,23 @@ class TeacherEnsemble(keras.Model):
         fake_y_n = tf.broadcast_to(fake_y[None], tf.concat([[n], tf.shape(fake_y)], 0))
         loss_sum = tf.constant(0.0)
         for s in range(real_x.shape[0]):
+            step_real_x = real_x[s]
             step_fake_x = fake_x_n if train_x is None else train_x[s]
             step_fake_y = fake_y_n if train_y is None else train_y[s]
+            if self.translation:
+                fold = tf.random.experimental.stateless_fold_in
+                seed = fold(fold(tf.constant([self._init_seed, 7]), t0 + s), shard_start)
+                step_real_x = translate(step_real_x, self.translation, fold(seed, 0))
+                step_fake_x = translate(step_fake_x, self.translation, fold(seed, 1))
             params = [tf.identity(p) for p in shard["params"]]
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 if self.batch_norm:  # real and fake batches each with their own statistics
                     real_logits, fake_logits = (
                         ensemble_logits(params, bx, by, self._taps1, self._taps2, self._matmul_dtype, self._grouped)
-                        for bx, by in ((real_x[s], real_y[s]), (step_fake_x, step_fake_y)))
+                        for bx, by in ((step_real_x, real_y[s]), (step_fake_x, step_fake_y)))
                 else:
-                    logits = ensemble_logits(params, tf.concat([real_x[s], step_fake_x], 1),
+                    logits = ensemble_logits(params, tf.concat([step_real_x, step_fake_x], 1),
                                              tf.concat([real_y[s], step_fake_y], 1), self._taps1, self._taps2,
                                              self._matmul_dtype, self._grouped)
                     real_logits, fake_logits = logits[:, :m], logits[:, m:]
@@ -596,7 +627,7 @@ class TeacherEnsemble(keras.Model):
                 shard = self.shards[index]
                 plain = {"params": list(shard["params"]), "m": list(shard["m"]), "v": [list(v) for v in shard["v"]]}
                 loss, g = self._run_shard(plain, real_x, real_y, train_x, train_y, fake_x, fake_y, start_t,
-                                          with_gradients)
+                                          tf.constant(start), with_gradients)
             outputs = [loss, g]
             losses.append(loss)
             grads.append(g)
@@ -657,5 +688,5 @@ class TeacherEnsemble(keras.Model):
                       widths=self.widths, learning_rate=self.learning_rate, beta_1=self.beta_1, beta_2=self.beta_2,
                       epsilon=self.epsilon, weight_dtype=self.weight_dtype, chunk_size=self.chunk_size,
                       convolution=self.convolution, shared_init=self.shared_init, batch_norm=self.batch_norm,
-                      seed=self.seed)
+                      translation=self.translation, seed=self.seed)
         return config
