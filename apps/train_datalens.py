@@ -35,6 +35,7 @@ from tensorflow import keras
 from dlens_tf import data
 from dlens_tf.callbacks import BudgetExhaustedError, BudgetProgress
 from dlens_tf.evaluation import evaluate_synthetic, save_image_grid
+from dlens_tf.models import restore_checkpoint
 from dlens_tf.presets import PRESETS, DataLensPreset, get_preset
 from dlens_tf.privacy.accountant import PrivacyAccountant
 
@@ -130,7 +131,7 @@ def main(argv):
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=1)
     seconds_before = 0.0
     if FLAGS.resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint)
+        restore_checkpoint(checkpoint, manager.latest_checkpoint)  # one variable at a time: bounded memory
         with open(state_path) as f:
             seconds_before = json.load(f)["seconds"]
         print(f"resumed {manager.latest_checkpoint}: {int(model.privacy_steps.numpy())} generator steps spent",

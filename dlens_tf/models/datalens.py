@@ -7,6 +7,7 @@ from tensorflow import keras
 from dlens_tf.compression import rng
 from dlens_tf.data.partition import partition
 from dlens_tf.models.base import PrivateModel
+from dlens_tf.models.checkpoints import restore_checkpoint
 from dlens_tf.models.generator import Generator
 from dlens_tf.models.teachers import TeacherEnsemble, _positive_float, _positive_int
 from dlens_tf.privacy.topagg import TopAgg
@@ -45,7 +46,8 @@ class DataLens(PrivateModel):
     argument: the model samples from the partitions it holds. Before the first step `fit` runs the
     remaining of `pretrain_steps` teacher pre-training steps (the paper uses 10). Checkpoints
     (`save_weights` / `tf.train.Checkpoint`) hold the generator, the teachers, both optimizers' state,
-    `privacy_steps`, the pre-training progress and the RNG states, so a resumed run continues all.
+    `privacy_steps`, the pre-training progress and the RNG states, so a resumed run continues all;
+    `restore_checkpoint` resumes one with a variable at a time in memory, not the whole checkpoint.
 
     Args:
       generator: a `Generator` (or its serialised config).
@@ -267,6 +269,15 @@ class DataLens(PrivateModel):
     def call(self, inputs, training=None):
         """G([z, y_onehot])."""
         return self.generator(inputs, training=training)
+
+    def restore_checkpoint(self, save_path):
+        """Restores a checkpoint written by `tf.train.Checkpoint(model=self)` one variable at a time.
+
+        Same values as `tf.train.Checkpoint(model=self).restore(save_path)` (the generator optimizer's
+        slots included, when it builds them), without holding the whole checkpoint in memory; raises
+        ValueError if the checkpoint does not match. See `dlens_tf.models.checkpoints.restore_checkpoint`.
+        """
+        restore_checkpoint(tf.train.Checkpoint(model=self), save_path)
 
     # ---------------------------------------------------------------------------- sampling
     def generate(self, n, labels=None, batch_size=1000, seed=None):

@@ -1,0 +1,119 @@
+"""Restoring a `tf.train.Checkpoint` one variable at a time, so that its peak memory is one variable.
+
+`tf.train.Checkpoint.restore` reads all tensors of a device in ONE RestoreV2 op: the whole checkpoint
+is in memory next to the variables before any is assigned, and TF's CPU allocator keeps that peak
+as resident memory (a 1000-teacher DataLens model: 3.4 GB built, 5.7 GB after a normal restore).
+`restore_checkpoint` reads the same files variable by variable instead.
+"""
+
+import tensorflow as tf
+from tensorflow import keras
+from tensorflow.python.checkpoint import util as checkpoint_util
+from tensorflow.python.trackable import trackable_utils
+
+_OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_SAVE_COUNTER = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
+_SLOT = "/.OPTIMIZER_SLOT/"
+_LAZY_OPTIMIZERS = (keras.optimizers.Optimizer, keras.optimizers.legacy.Optimizer)
+
+
+def _owner_path(key):
+    """Object path of a checkpoint key; for a slot variable, the path of its optimizer's slot."""
+    path = trackable_utils.extract_object_name(key) if "/.ATTRIBUTES" in key else key
+    return path.split(_SLOT, 1)[1] if _SLOT in path else path
+
+
+def _lazy_owner(path, objects):
+    """The nearest live Keras optimizer among the ancestors of `path`, or None."""
+    parts = path.split("/")
+    for i in range(len(parts), 0, -1):
+        owner = objects.get("/".join(parts[:i]))
+        if isinstance(owner, _LAZY_OPTIMIZERS):
+            return owner
+    return None
+
+
+def _list(items, limit=8):
+    items = sorted(items)
+    return "\n  ".join(items[:limit] + ([f"... ({len(items) - limit} more)"] if len(items) > limit else []))
+
+
+def restore_checkpoint(checkpoint, save_path):
+    """Restores `checkpoint` (a `tf.train.Checkpoint`) from `save_path` with one variable in memory at a time.
+
+    It reads the files that `checkpoint.save` writes (format unchanged) and gives the same values as
+    `checkpoint.restore(save_path)`, but each variable is read by its own RestoreV2 op and assigned in
+    place, so the peak memory is the variables plus the largest one, not plus the whole checkpoint.
+    Keys are those TF's saver gives the live object graph. What a Keras optimizer creates lazily (its
+    slots, before its first step) is left to a normal restore of the optimizer alone, which TF applies
+    when the variables are created. Eager mode only.
+
+    Raises:
+      ValueError: before any variable changes, if the checkpoint is not found, lacks a variable of the
+        object graph, holds one with another shape or dtype, or holds values that no variable (nor a
+        lazily built optimizer) takes; if a value cannot be read, naming it (earlier ones are restored).
+    """
+    if not tf.executing_eagerly():
+        raise RuntimeError("restore_checkpoint runs eagerly, not inside a tf.function")
+    if not isinstance(checkpoint, tf.train.Checkpoint):
+        raise ValueError(f"Received an invalid value for `checkpoint`, expected a tf.train.Checkpoint. "
+                         f"Received: {type(checkpoint).__name__}")
+    try:
+        reader = tf.train.load_checkpoint(save_path)
+    except (tf.errors.OpError, ValueError, TypeError) as e:
+        raise ValueError(f"No readable checkpoint at save_path={save_path!r}: {e}") from e
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    if _SAVE_COUNTER in shapes:  # `save` writes it, `write` does not
+        checkpoint.save_counter  # noqa: B018  creates it, as `Checkpoint.restore` does
+
+    # The saver's own view of the object graph, so that keys are the ones `checkpoint.save` writes.
+    objects, node_paths, _, _, names = checkpoint_util.objects_ids_and_slot_variables_and_paths(
+        checkpoint._saver._graph_view)  # pylint: disable=protected-access
+    variables, by_path = {}, {}
+    for obj in objects:
+        by_path[names[obj]] = obj
+        if isinstance(obj, tf.Variable):
+            variables[trackable_utils.checkpoint_key(names[obj], "VARIABLE_VALUE")] = obj
+    if _SAVE_COUNTER not in shapes:
+        variables.pop(_SAVE_COUNTER, None)
+
+    missing = [k for k in variables if k not in shapes]
+    mismatched = [f"{k}: checkpoint {dtypes[k].name} {list(shapes[k])}, model {v.dtype.name} {v.shape.as_list()}"
+                  for k, v in variables.items()
+                  if k in shapes and (dtypes[k] != v.dtype.base_dtype or not v.shape.is_compatible_with(shapes[k]))]
+    lazy, unknown = {}, []
+    for key in set(shapes) - set(variables) - {_OBJECT_GRAPH}:
+        owner = _lazy_owner(_owner_path(key), by_path)
+        if owner is not None:
+            lazy[id(owner)] = owner
+        else:
+            unknown.append(key)
+    problems = [f"{what}:\n  {_list(keys)}" for what, keys in (
+        ("variables of the model missing from the checkpoint", missing),
+        ("variables whose shape or dtype differ", mismatched),
+        ("checkpoint values that no variable of the model takes", unknown)) if keys]
+    if problems:
+        raise ValueError(f"The checkpoint {save_path} does not match the model (nothing was restored); "
+                         + "; ".join(problems))
+
+    for key in sorted(variables):  # the file's order
+        variable = variables[key]
+        try:
+            with tf.device("CPU:0"):
+                value = tf.raw_ops.RestoreV2(prefix=save_path, tensor_names=[key], shape_and_slices=[""],
+                                             dtypes=[variable.dtype.base_dtype])[0]
+        except tf.errors.OpError as e:
+            raise ValueError(f"Cannot read {key} from the checkpoint {save_path} (variables before it in key "
+                             f"order are restored, the others are not): {e.message}") from e
+        variable.assign(value)
+        del value
+
+    for optimizer in lazy.values():
+        # Its variables are tiny next to the teachers'; the normal restore also covers those created later.
+        path = node_paths[optimizer]
+        node = optimizer
+        for ref in reversed(path[1:]):
+            holder = tf.__internal__.tracking.AutoTrackable()
+            setattr(holder, ref.name, node)
+            node = holder
+        tf.train.Checkpoint(**{path[0].name: node}).read(save_path).assert_existing_objects_matched().expect_partial()
