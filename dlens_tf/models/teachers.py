@@ -540,16 +540,17 @@ class TeacherEnsemble(keras.Model):
             new = tf.cast(p, tf.float32) - lr_t * m / (tf.sqrt(v) + self.epsilon)
             p.assign(tf.cast(new, p.dtype))
 
-    def _shard_computation(self, shard, real_x, real_y, train_x, train_y, fake_x, fake_y, t0, shard_start,
-                           with_gradients):
+    def _shard_computation(self, shard, real_x, real_y, train_x, train_y, fake_x, fake_y, position, with_gradients):
         """`steps` updates of one shard's teachers, then (optionally) their image gradients.
 
         real_x [steps, n, m, H, W, C]; real_y [steps, n, m, Y]; train_x [steps, n, mt, H, W, C] and
         train_y [steps, n, mt, Y], each teacher's own fakes for the updates, or None (the updates use
-        the shared fakes); fake_x [mf, H, W, C]; fake_y [mf, Y].
+        the shared fakes); fake_x [mf, H, W, C]; fake_y [mf, Y]; position int64 [2]: the teachers' update
+        count before this call and the shard's first teacher.
         Returns (sum of the per-teacher discriminator losses, image gradients [n, mf, H, W, C] or []).
         """
         n, m = shard["params"][0].shape[0], tf.shape(real_x)[2]
+        t0, shard_start = position[0], position[1]
         fake_x_n = tf.broadcast_to(fake_x[None], tf.concat([[n], tf.shape(fake_x)], 0))
         fake_y_n = tf.broadcast_to(fake_y[None], tf.concat([[n], tf.shape(fake_y)], 0))
         loss_sum = tf.constant(0.0)
@@ -611,7 +612,7 @@ class TeacherEnsemble(keras.Model):
         fake_x = self._check_images(fake_x, "fake_x", 1)
         fake_y = self._onehot(fake_y, 1, "fake_y")
         outputs, losses, grads = [], [], []
-        start_t = self.iterations.read_value() if steps else tf.constant(0, tf.int64)
+        start_t = self.iterations.read_value()
         for index, (start, stop) in enumerate(self.shard_bounds):
             with tf.control_dependencies(outputs):  # shards run one after another: bounded memory
                 train_x = train_y = None
@@ -626,8 +627,11 @@ class TeacherEnsemble(keras.Model):
                     real_y = tf.zeros([0, stop - start, 0, self.num_classes])
                 shard = self.shards[index]
                 plain = {"params": list(shard["params"]), "m": list(shard["m"]), "v": [list(v) for v in shard["v"]]}
-                loss, g = self._run_shard(plain, real_x, real_y, train_x, train_y, fake_x, fake_y, start_t,
-                                          tf.constant(start), with_gradients)
+                # Not constants: TF would specialise the shard function per constant argument (and its
+                # memory grew from 0.2 to 0.5 float32 weight copies in the graph-step memory test).
+                position = tf.stack([start_t, tf.constant(start, tf.int64)])
+                loss, g = self._run_shard(plain, real_x, real_y, train_x, train_y, fake_x, fake_y, position,
+                                          with_gradients)
             outputs = [loss, g]
             losses.append(loss)
             grads.append(g)
