@@ -91,10 +91,10 @@ def main(_):
     if n < 1 or n > full.num_teachers:
         raise app.UsageError(f"--proxy_teachers: expected 1 to {full.num_teachers} (the preset's teachers). "
                              f"Received: {n}")
-    if FLAGS.eval_every < 1 or FLAGS.samples < 1:
-        raise app.UsageError("--eval_every and --samples: expected positive integers.")
+    if FLAGS.eval_every < 1 or FLAGS.samples < 1 or (FLAGS.steps is not None and FLAGS.steps < 1):
+        raise app.UsageError("--eval_every, --samples and --steps: expected positive integers.")
     event = TopAgg(full.topk, full.sigma, full.beta, clip=full.clip).dp_event(full.batch_size)
-    steps = FLAGS.steps or PrivacyAccountant(full.accountant).max_compositions(event, full.epsilon, full.delta)
+    steps = FLAGS.steps if FLAGS.steps is not None else PrivacyAccountant(full.accountant).max_compositions(event, full.epsilon, full.delta)
     proxy = full.replace(num_teachers=n, sigma=full.sigma * n / full.num_teachers)
     noise_floor = math.erfc(proxy.beta * n / proxy.sigma / math.sqrt(2)) * np.prod(x.shape[1:])
     print(f"{FLAGS.preset} proxy: {n} teachers x {per_teacher} records, sigma {proxy.sigma:g} (full: "

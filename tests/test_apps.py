@@ -238,7 +238,7 @@ def test_datalens_proxy_app_scores_samples_and_rejects_bad_counts():
     good = start("datalens_proxy.py", "--preset=digits_tiny", "--proxy_teachers=5", "--steps=3", "--eval_every=2",
                  "--samples=40")
     bad = [start("datalens_proxy.py", "--preset=digits_tiny", *args)
-           for args in (["--proxy_teachers=11"], ["--proxy_teachers=5", "--eval_every=0"])]
+           for args in (["--proxy_teachers=11"], ["--proxy_teachers=5", "--eval_every=0"], ["--proxy_teachers=5", "--steps=0"])]
     result = finish(good)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
@@ -247,6 +247,7 @@ def test_datalens_proxy_app_scores_samples_and_rejects_bad_counts():
     assert [line.split(":")[0] for line in steps] == ["step 2", "step 3"]  # every 2 steps and at the end
     fidelity = float(lines[-1].split("proxy fidelity=")[1])
     assert 0.0 <= fidelity <= 1.0 and f"fidelity={fidelity:.3f}" in steps[-1]
-    for process, message in zip(bad, ("--proxy_teachers: expected 1 to 10", "--eval_every and --samples")):
+    for process, message in zip(bad, ("--proxy_teachers: expected 1 to 10", "--eval_every, --samples and --steps",
+                                      "--eval_every, --samples and --steps")):
         result = finish(process)
         assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
