@@ -8,7 +8,12 @@ Every preset value (dlens_tf/presets.py) can be overridden by the flag of the sa
 directory receives:
   config.json      preset, resolved hyper-parameters, seeds (a resumed run reuses them)
   checkpoints/     generator, teachers, both optimizers, RNG states and the privacy step counter
-  history.csv      every --log_steps generator steps: d_loss, g_loss, votes_kept, epsilon
+  privacy_ledger.json  the steps started, written before each step: a resumed run is charged for
+                   steps a killed process ran after its last checkpoint (see PrivacyBudget)
+  history.csv      every --log_steps generator steps: d_loss, g_loss, votes_kept, epsilon (d_loss is
+                   the teachers' loss on their sensitive data, NOT differentially private: like the
+                   progress log and the checkpoints, keep it with the data; share generator.keras,
+                   synthetic.npz, samples.png and summary.json)
   generator.keras  the trained generator (apps/generate.py samples from it)
   synthetic.npz    --num_synthetic records: x uint8 [n, H, W, C], y int [n]
   samples.png      10 samples per class, one row per class
@@ -139,7 +144,8 @@ def main(argv):
 
     event = model.dp_event_per_step()
     max_steps = PrivacyAccountant(config.accountant).max_compositions(event, config.epsilon, config.delta)
-    budget = dlens_tf.PrivacyBudget(config.epsilon, config.delta, accountant=config.accountant)
+    budget = dlens_tf.PrivacyBudget(config.epsilon, config.delta, accountant=config.accountant,
+                                    ledger=os.path.join(run_dir, "privacy_ledger.json"))
     progress = BudgetProgress(budget, FLAGS.log_every_seconds, FLAGS.max_train_seconds,
                          os.path.join(run_dir, "history.csv"))
     saver = _Checkpoint(manager, FLAGS.checkpoint_minutes, state_path, seconds_before, start)
@@ -185,6 +191,7 @@ def main(argv):
         generator_steps=steps,
         max_generator_steps=max_steps,
         record_queries=steps * config.batch_size,
+        lost_steps_charged=budget.lost_steps,
         train_seconds=round(train_seconds, 1),
         wall_seconds=round(seconds_before + time.time() - start, 1),
         machine=_machine(model),

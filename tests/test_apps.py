@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -100,23 +102,44 @@ def test_helpfull_exits_0_and_lists_the_flags():
 TINY = ["--preset=digits_tiny", "--seed=0", "--num_synthetic=200", "--eval_epochs=2", "--log_every_seconds=1000"]
 
 
+def _kill_after_step(process, ledger, step):
+    """SIGKILLs `process` once its privacy ledger records `step` started; returns the ledger's count then."""
+    deadline = time.time() + 240
+    while process.poll() is None and time.time() < deadline:
+        try:
+            if json.loads(ledger.read_text())["started_steps"] >= step:
+                break
+        except (OSError, ValueError):  # not written yet
+            pass
+        time.sleep(0.01)
+    process.kill()
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    return json.loads(ledger.read_text())["started_steps"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """digits_tiny trained without interruption (`full`) and stopped after one step then resumed (`resumed`)."""
+    """digits_tiny runs: `full` without interruption; `resumed` stopped after one step, then resumed;
+    `killed` SIGKILLed after its second step started, before any checkpoint, then resumed."""
     root = tmp_path_factory.mktemp("runs")
-    full, resumed = root / "full", root / "resumed"
+    full, resumed, killed = root / "full", root / "resumed", root / "killed"
     first = [start("train_datalens.py", *TINY, f"--run_dir={full}"),
-             start("train_datalens.py", *TINY, f"--run_dir={resumed}", "--max_train_seconds=0.001")]
+             start("train_datalens.py", *TINY, f"--run_dir={resumed}", "--max_train_seconds=0.001"),
+             start("train_datalens.py", *TINY, f"--run_dir={killed}", "--checkpoint_minutes=1000")]
+    killed_started = _kill_after_step(first[2], killed / "privacy_ledger.json", 2)
+    assert not list((killed / "checkpoints").glob("ckpt-*.index"))  # every started step was lost
     results = {"full": finish(first[0]), "stopped": finish(first[1])}
-    results["resumed"] = run_app("train_datalens.py", "--resume", f"--run_dir={resumed}", "--seed=0",
-                                 "--log_every_seconds=1000")
+    again = [start("train_datalens.py", "--resume", f"--run_dir={d}", "--seed=0", "--log_every_seconds=1000")
+             for d in (resumed, killed)]
+    results["resumed"], results["killed"] = (finish(p) for p in again)
     for result in results.values():
         assert result.returncode == 0, result.stderr[-3000:]
-    return full, resumed, results
+    return full, resumed, results, (killed, killed_started)
 
 
 def test_train_app_writes_the_run_directory(runs):
-    full, _, results = runs
+    full, _, results, _ = runs
     summary = json.loads((full / "summary.json").read_text())
     for field in ("accuracy", "accuracy_honest", "epsilon", "delta", "generator_steps", "record_queries",
                   "accountant", "wall_seconds", "machine", "preset", "hyper_parameters", "utility"):
@@ -151,7 +174,7 @@ def test_train_app_writes_the_run_directory(runs):
 
 
 def test_resumed_run_equals_an_uninterrupted_one(runs):
-    full, resumed, results = runs
+    full, resumed, results, _ = runs
     assert "stopped after --max_train_seconds at step 1/" in results["stopped"].stdout
     assert "1 already spent" in results["resumed"].stdout
     a, b = (json.loads((d / "summary.json").read_text()) for d in (full, resumed))
@@ -176,8 +199,19 @@ def test_train_app_refuses_unsafe_restarts(runs, tmp_path):
     assert (after["generator_steps"], after["epsilon"]) == (before["generator_steps"], before["epsilon"])
 
 
+def test_a_killed_run_is_charged_for_its_steps_after_the_last_checkpoint(runs):
+    _, _, results, (run_dir, started) = runs
+    assert started >= 2
+    assert f"{started} already spent ({started} for steps lost between checkpoints)" in results["killed"].stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["lost_steps_charged"] == started
+    assert summary["generator_steps"] == summary["max_generator_steps"] and summary["epsilon"] <= summary["target_epsilon"]
+    ledger = json.loads((run_dir / "privacy_ledger.json").read_text())
+    assert ledger == dict(started_steps=summary["generator_steps"], lost_steps=started)
+
+
 def test_generate_app_samples_the_saved_generator(runs, tmp_path):
-    full, _, _ = runs
+    full, _, _, _ = runs
     out = tmp_path / "gen" / "s.npz"
     result = run_app("generate.py", f"--generator={full / 'generator.keras'}", "--num=30", f"--out={out}", "--seed=3")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,6 +1,7 @@
 """PrivacyBudget: halts before overshooting, logs epsilon, survives resume."""
 
 import csv
+import json
 
 import dp_accounting
 import numpy as np
@@ -101,6 +102,82 @@ def test_resume_continues_the_accountant(tmp_path):
     with pytest.raises(BudgetExhaustedError, match="already spent"):
         resumed.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrivacyBudget(3.0, 1e-5)])
     assert int(resumed.privacy_steps.numpy()) == total
+
+
+def test_ledger_charges_the_steps_a_killed_process_ran_after_its_checkpoint(tmp_path):
+    x, y = _data()
+    ledger = tmp_path / "ledger.json"
+    first = _model()
+    first.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrivacyBudget(3.0, 1e-5, ledger=ledger)])
+    first.save_weights(str(tmp_path / "ckpt"))  # the last checkpoint: 8 steps
+    first.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrivacyBudget(3.0, 1e-5, ledger=ledger)])
+    assert int(first.privacy_steps.numpy()) == 16  # then the process dies: steps 9-16 are lost
+
+    resumed = _model()
+    resumed.load_weights(str(tmp_path / "ckpt"))
+    assert int(resumed.privacy_steps.numpy()) == 8
+    budget = PrivacyBudget(3.0, 1e-5, ledger=ledger)
+    resumed.fit(x, y, batch_size=8, epochs=100, verbose=0, callbacks=[budget])
+    assert budget.lost_steps == 8 and budget.history[0] == (17, pytest.approx(_eps(17)))
+    total = int(resumed.privacy_steps.numpy())
+    assert total == budget.max_steps and json.loads(ledger.read_text()) == dict(started_steps=total, lost_steps=8)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stands for a kill between the ledger write and the end of step `at` (1-based)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch + 1 == self.at:
+            raise KeyboardInterrupt
+
+
+def test_ledger_is_on_disk_before_the_step_runs(tmp_path):
+    x, y = _data()
+    ledger = tmp_path / "ledger.json"
+    model = _model()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0,
+                  callbacks=[PrivacyBudget(3.0, 1e-5, ledger=ledger), _Interrupt(at=3)])
+    assert int(model.privacy_steps.numpy()) == 2
+    assert json.loads(ledger.read_text())["started_steps"] == 3  # charged although it may not have run
+    budget = PrivacyBudget(3.0, 1e-5, ledger=ledger)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[budget])
+    assert budget.lost_steps == 1 and budget.history[0][0] == 4
+
+
+def test_unreadable_ledger_refuses_to_train(tmp_path):
+    x, y = _data()
+    ledger = tmp_path / "ledger.json"
+    ledger.write_text('{"started_steps": 1')
+    model = _model()
+    with pytest.raises(ValueError, match="ledger .* unreadable"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrivacyBudget(3.0, 1e-5, ledger=ledger)])
+    assert int(model.privacy_steps.numpy()) == 0
+
+
+class _Sampler(PrivateModel):
+    def __init__(self):
+        super().__init__()
+        self.rng = tf.random.Generator.from_seed(0)
+
+
+def test_charged_steps_redraw_fresh_randomness():
+    restored = _Sampler().rng.state.numpy()
+    draws = {}
+    for started in (0, 3, 5):  # the restored state, then two charges from it
+        model = _Sampler()
+        assert model.charge_lost_steps(started) == started and int(model.privacy_steps.numpy()) == started
+        draws[started] = model.rng.normal([4]).numpy()
+    assert len({tuple(d) for d in draws.values()}) == 3
+    np.testing.assert_array_equal(restored, _Sampler().rng.state.numpy())
+    model = _Sampler()
+    model.charge_lost_steps(2)
+    with pytest.raises(ValueError, match="below"):
+        model.charge_lost_steps(1)
 
 
 def test_budget_too_small_for_one_step_trains_nothing():

@@ -1,5 +1,8 @@
 """Keras callback that spends a differential-privacy budget and never overshoots it."""
 
+import json
+import os
+
 from absl import logging
 from tensorflow import keras
 
@@ -21,6 +24,15 @@ class PrivacyBudget(keras.callbacks.Callback):
     the budget is never run. Because the spent steps live in the model, a resumed run
     continues the count (epsilon never resets).
 
+    A checkpoint restores the counter as it was when the checkpoint was written, so steps run
+    after it and then lost (the process was killed) would be released without being charged.
+    With `ledger`, the callback writes to that file, before every call of the train function,
+    the step count that call will reach, and at the start of training charges the model for the
+    steps a previous process started beyond the restored counter: `privacy_steps` is raised to
+    the ledger's count and the model's random state moves on (`PrivateModel.charge_lost_steps`).
+    A lost step is therefore never released uncharged, and its redo draws fresh noise; a step
+    interrupted before it released anything is charged too (conservative).
+
     Spent epsilon is written into the Keras logs as `epsilon` after every batch and epoch, so
     the progress bar, `History`, and callbacks listed AFTER this one (CSVLogger, TensorBoard)
     record it.
@@ -33,9 +45,11 @@ class PrivacyBudget(keras.callbacks.Callback):
         composes a privacy-loss distribution per batch for Poisson-sampled events (DP-SGD), about
         0.5 s each on a 2-core CPU.
       verbose: log a line when training stops for the budget.
+      ledger: path of a JSON file recording the steps started (see above), or None. Keep one
+        ledger per run, beside its checkpoints.
     """
 
-    def __init__(self, epsilon, delta, accountant="rdp", verbose=1):
+    def __init__(self, epsilon, delta, accountant="rdp", verbose=1, ledger=None):
         super().__init__()
         validate_epsilon(epsilon)
         validate_delta(delta)
@@ -43,6 +57,8 @@ class PrivacyBudget(keras.callbacks.Callback):
         self.delta = float(delta)
         self.accountant = PrivacyAccountant(accountant).accountant
         self.verbose = verbose
+        self.ledger = None if ledger is None else os.fspath(ledger)
+        self.lost_steps = 0  # charged under this ledger, by every process, for steps lost between checkpoints
         self.max_steps = None
         self.history = []  # (privacy step, epsilon) after every batch
         self._event = None
@@ -74,6 +90,7 @@ class PrivacyBudget(keras.callbacks.Callback):
         if event != self._event:
             self._event, self._eps_cache = event, {}
         self.max_steps = PrivacyAccountant(self.accountant).max_compositions(event, self.epsilon, self.delta)
+        self._charge_lost_steps()
         spent = self._steps()
         if spent + self._steps_per_call() > self.max_steps:
             raise BudgetExhaustedError(
@@ -81,6 +98,43 @@ class PrivacyBudget(keras.callbacks.Callback):
                 f"{type(self.model).__name__}; {spent} were already spent and the next "
                 f"{self._steps_per_call()} would exceed it. Nothing was trained."
             )
+
+    def _read_ledger(self):
+        if self.ledger is None or not os.path.exists(self.ledger):
+            return dict(started_steps=0, lost_steps=0)
+        try:
+            with open(self.ledger) as f:
+                record = json.load(f)
+            return dict(started_steps=int(record["started_steps"]), lost_steps=int(record["lost_steps"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"The privacy ledger {self.ledger} is unreadable ({e}); refusing to train, since it "
+                             f"may record steps that were released but not checkpointed.") from e
+
+    def _write_ledger(self, started, lost):
+        tmp = self.ledger + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(dict(started_steps=started, lost_steps=lost), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.ledger)  # atomic: a kill leaves the old or the new record, never half of one
+
+    def _charge_lost_steps(self):
+        if self.ledger is None:
+            return
+        if not hasattr(self.model, "charge_lost_steps"):
+            raise ValueError(f"A ledger needs a dlens_tf.models.PrivateModel; {type(self.model).__name__} has no "
+                             "charge_lost_steps().")
+        record = self._read_ledger()
+        lost = self.model.charge_lost_steps(max(record["started_steps"], self._steps()))
+        if lost:
+            logging.warning("PrivacyBudget: charging %d step(s) started after the last checkpoint by an earlier "
+                            "process (ledger %s).", lost, self.ledger)
+        self.lost_steps = record["lost_steps"] + lost
+        self._write_ledger(self._steps(), self.lost_steps)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.ledger is not None:  # on disk before the step can release anything
+            self._write_ledger(self._steps() + self._steps_per_call(), self.lost_steps)
 
     def on_train_batch_end(self, batch, logs=None):
         steps = self._steps()

@@ -35,7 +35,9 @@ class BudgetProgress(keras.callbacks.Callback):
         self.start = self.last = time.time()
         self.start_steps = int(self.model.privacy_steps.numpy())
         print(f"budget eps={self.budget.epsilon} delta={self.budget.delta} ({self.budget.accountant}): "
-              f"{self.budget.max_steps} generator steps; {self.start_steps} already spent.", flush=True)
+              f"{self.budget.max_steps} generator steps; {self.start_steps} already spent"
+              f"{f' ({self.budget.lost_steps} for steps lost between checkpoints)' if self.budget.lost_steps else ''}.",
+              flush=True)
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.time()

@@ -13,6 +13,9 @@ class PrivateModel(keras.Model):
     resumed run continues the accountant where it stopped.
     """
 
+    # Counter units a tf.random.Generator skips per charged step: more than one process ever draws.
+    _SKIP_PER_CHARGED_STEP = 2**32
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.privacy_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="privacy_steps")
@@ -24,3 +27,27 @@ class PrivateModel(keras.Model):
     def count_private_step(self):
         """Record that one private step was applied; call it inside `train_step`."""
         self.privacy_steps.assign_add(1)
+
+    def charge_lost_steps(self, started_steps):
+        """Charges the steps a previous process started beyond this model's restored counter.
+
+        Sets `privacy_steps` to `started_steps` and advances every `tf.random.Generator` the model
+        tracks by `started_steps * 2**32` draws, beyond anything the restored state has drawn since
+        (or a later charge from the same state will draw), so a redone step is an independent
+        release, not a replay whose noise repeats. Models that seed noise from `privacy_steps`
+        (`DPModel`) get fresh noise from the new count too.
+
+        Args:
+          started_steps: the steps started in all (a `PrivacyBudget` ledger's count); must not be
+            below `privacy_steps`.
+        """
+        lost = int(started_steps) - int(self.privacy_steps.numpy())
+        if lost < 0:
+            raise ValueError(f"started_steps={started_steps} is below the {int(self.privacy_steps.numpy())} "
+                             "steps this model has already counted.")
+        if lost:
+            self.privacy_steps.assign(int(started_steps))
+            for obj in tf.train.TrackableView(self).descendants():
+                if isinstance(obj, tf.random.Generator):
+                    obj.skip(int(started_steps) * self._SKIP_PER_CHARGED_STEP)
+        return lost
