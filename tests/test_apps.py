@@ -15,6 +15,9 @@ from PIL import Image
 from dlens_tf import data
 from dlens_tf.presets import PRESETS, get_preset
 
+# One pytest-xdist worker runs this whole module, so the `runs` fixture trains once.
+pytestmark = pytest.mark.xdist_group("apps")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
