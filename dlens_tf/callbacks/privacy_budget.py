@@ -100,7 +100,7 @@ class PrivacyBudget(keras.callbacks.Callback):
             )
 
     def _read_ledger(self):
-        if self.ledger is None or not os.path.exists(self.ledger):
+        if not os.path.exists(self.ledger):
             return dict(started_steps=0, lost_steps=0)
         try:
             with open(self.ledger) as f:

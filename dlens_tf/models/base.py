@@ -13,7 +13,7 @@ class PrivateModel(keras.Model):
     resumed run continues the accountant where it stopped.
     """
 
-    # Counter units a tf.random.Generator skips per charged step: more than one process ever draws.
+    # Draws a tf.random.Generator skips per step counted at a charge: more than any process draws.
     _SKIP_PER_CHARGED_STEP = 2**32
 
     def __init__(self, *args, **kwargs):
@@ -32,10 +32,10 @@ class PrivateModel(keras.Model):
         """Charges the steps a previous process started beyond this model's restored counter.
 
         Sets `privacy_steps` to `started_steps` and advances every `tf.random.Generator` the model
-        tracks by `started_steps * 2**32` draws, beyond anything the restored state has drawn since
-        (or a later charge from the same state will draw), so a redone step is an independent
-        release, not a replay whose noise repeats. Models that seed noise from `privacy_steps`
-        (`DPModel`) get fresh noise from the new count too.
+        tracks by `started_steps * 2**32` draws: past all a process draws, and to a new place at
+        every charge from the same restored state (the count only grows). A redone step is then an
+        independent release, not a replay whose noise repeats. Models that seed noise from
+        `privacy_steps` (`DPModel`) get fresh noise from the new count too.
 
         Args:
           started_steps: the steps started in all (a `PrivacyBudget` ledger's count); must not be
