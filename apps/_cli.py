@@ -58,10 +58,10 @@ def preset_overrides():
     for field in dataclasses.fields(DataLensPreset):
         if field.name != "note" and flags.FLAGS[field.name].value is not None:
             value = flags.FLAGS[field.name].value
-            if field.name == "clip":
+            if field.type in (float | None, "float | None"):
                 try:
                     value = None if value.lower() == "none" else float(value)
                 except ValueError:
-                    raise app.UsageError(f"--clip: expected a number or 'none'. Received: {value!r}") from None
+                    raise app.UsageError(f"--{field.name}: expected a number or 'none'. Received: {value!r}") from None
             out[field.name] = value
     return out

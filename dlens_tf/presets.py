@@ -33,7 +33,8 @@ class DataLensPreset:
         `TeacherEnsemble`).
       label_matched_fakes: teachers train on synthetic records carrying their real batch's labels
         (see `DataLens`); the official code does so.
-      learning_rate, beta_1: Adam settings of the teachers and the generator.
+      learning_rate, beta_1: Adam settings of the teachers, and of the generator unless set below.
+      generator_learning_rate, generator_beta_1: the generator's Adam settings; None = the teachers'.
       num_synthetic: synthetic records generated at the end of training.
       eval_epochs, eval_optimizer, eval_learning_rate: schedule of the utility classifier trained on the
         synthetic records (see `dlens_tf.evaluation.evaluate_synthetic`).
@@ -60,6 +61,8 @@ class DataLensPreset:
     teacher_translation: int = 0
     learning_rate: float = 1e-3
     beta_1: float = 0.5
+    generator_learning_rate: float | None = None
+    generator_beta_1: float | None = None
     num_synthetic: int = 100_000
     eval_epochs: int = 30
     eval_optimizer: str = "adam"
@@ -84,12 +87,17 @@ class DataLensPreset:
         model = DataLens(generator, teachers, topagg, batch_size=self.batch_size, gamma=self.gamma,
                          d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
                          label_matched_fakes=self.label_matched_fakes,
-                         learning_rate=self.learning_rate, beta_1=self.beta_1, seed=seed)
+                         learning_rate=_default(self.generator_learning_rate, self.learning_rate),
+                         beta_1=_default(self.generator_beta_1, self.beta_1), seed=seed)
         model.compile()
         return model
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+def _default(value, default):
+    return default if value is None else value
 
 
 _PAPER = (

@@ -65,6 +65,16 @@ def test_preset_overrides_and_unknown_names():
         get_preset("mnist_eps2")
 
 
+def test_generator_optimizer_defaults_to_the_teachers_and_can_differ():
+    tiny = get_preset("digits_tiny")
+    for overrides, generator in (({}, (tiny.learning_rate, tiny.beta_1)),
+                                 ({"generator_learning_rate": 3e-4, "generator_beta_1": 0.9}, (3e-4, 0.9))):
+        model = tiny.replace(**overrides).build((8, 8, 1), 10, seed=0)
+        assert (model.teachers.learning_rate, model.teachers.beta_1) == (tiny.learning_rate, tiny.beta_1)
+        assert (model.learning_rate, model.beta_1) == pytest.approx(generator)
+        assert float(model.optimizer.beta_1) == pytest.approx(generator[1])
+
+
 def app_command(name, *args):
     return [sys.executable, os.path.join(ROOT, "apps", name), *args]
 
@@ -275,7 +285,8 @@ def test_datalens_proxy_app_scores_samples_and_rejects_bad_counts():
     good = start("datalens_proxy.py", "--preset=digits_tiny", "--proxy_teachers=5", "--steps=3", "--eval_every=2",
                  "--samples=40")
     bad = [start("datalens_proxy.py", "--preset=digits_tiny", *args)
-           for args in (["--proxy_teachers=11"], ["--proxy_teachers=5", "--eval_every=0"], ["--proxy_teachers=5", "--steps=0"])]
+           for args in (["--proxy_teachers=11"], ["--proxy_teachers=5", "--eval_every=0"], ["--proxy_teachers=5", "--steps=0"],
+                        ["--generator_beta_1=high"])]
     result = finish(good)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
@@ -285,6 +296,7 @@ def test_datalens_proxy_app_scores_samples_and_rejects_bad_counts():
     fidelity = float(lines[-1].split("proxy fidelity=")[1])
     assert 0.0 <= fidelity <= 1.0 and f"fidelity={fidelity:.3f}" in steps[-1]
     for process, message in zip(bad, ("--proxy_teachers: expected 1 to 10", "--eval_every, --samples and --steps",
-                                      "--eval_every, --samples and --steps")):
+                                      "--eval_every, --samples and --steps",
+                                      "--generator_beta_1: expected a number or 'none'. Received: 'high'")):
         result = finish(process)
         assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
