@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from dlens_tf import data
+from dlens_tf.evaluation import PAPER_PROTOCOL
 from dlens_tf.presets import PRESETS, get_preset
 
 # One pytest-xdist worker runs this whole module, so the `runs` fixture trains once.
@@ -43,6 +44,9 @@ def test_paper_presets_hold_the_official_hyper_parameters():
         assert (p.delta, p.gamma, p.d_steps, p.batch_size, p.pretrain_steps) == (1e-5, 1e-3, 2, 15, 10), name
         assert (p.learning_rate, p.beta_1, p.num_synthetic) == (1e-3, 0.5, 100_000), name
         assert p.shared_teacher_init, name  # as the official code's teachers nearly are (50 initial weight sets)
+        # The paper's classifier optimiser and learning rate (fewer epochs than its 600, for a CPU).
+        assert (p.eval_optimizer, p.eval_learning_rate) == ("sgd", PAPER_PROTOCOL["learning_rate"]), name
+        assert 0 < p.eval_epochs <= PAPER_PROTOCOL["epochs"], name
 
 
 def test_every_preset_fits_its_dataset():
