@@ -96,7 +96,7 @@ def main(_):
     event = TopAgg(full.topk, full.sigma, full.beta, clip=full.clip).dp_event(full.batch_size)
     steps = FLAGS.steps if FLAGS.steps is not None else PrivacyAccountant(full.accountant).max_compositions(event, full.epsilon, full.delta)
     proxy = full.replace(num_teachers=n, sigma=full.sigma * n / full.num_teachers)
-    noise_floor = math.erfc(proxy.beta * n / proxy.sigma / math.sqrt(2)) * np.prod(x.shape[1:])
+    noise_floor = math.erfc(proxy.beta * n / proxy.sigma / math.sqrt(2)) * np.prod(x.shape[1:]) / full.vote_pool ** 2
     print(f"{FLAGS.preset} proxy: {n} teachers x {per_teacher} records, sigma {proxy.sigma:g} (full: "
           f"{full.num_teachers} x {per_teacher}, sigma {full.sigma:g}), k={full.topk}, beta={full.beta}, "
           f"{steps} generator steps; noise alone keeps {noise_floor:.0f} coordinates per record", flush=True)

@@ -36,6 +36,7 @@ class DataLensPreset:
         (see `DataLens`); the official code does so.
       learning_rate, beta_1: Adam settings of the teachers, and of the generator unless set below.
       generator_learning_rate, generator_beta_1: the generator's Adam settings; None = the teachers'.
+      vote_pool: TopAgg votes on p x p pixel blocks of the teachers' gradients (see `DataLens`); 1 = pixels.
       num_synthetic: synthetic records generated at the end of training.
       eval_epochs, eval_optimizer, eval_learning_rate: schedule of the utility classifier trained on the
         synthetic records (see `dlens_tf.evaluation.evaluate_synthetic`).
@@ -64,6 +65,7 @@ class DataLensPreset:
     beta_1: float = 0.5
     generator_learning_rate: float | None = None
     generator_beta_1: float | None = None
+    vote_pool: int = 1
     num_synthetic: int = 100_000
     eval_epochs: int = 30
     eval_optimizer: str = "adam"
@@ -89,7 +91,7 @@ class DataLensPreset:
                          d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
                          label_matched_fakes=self.label_matched_fakes,
                          learning_rate=_default(self.generator_learning_rate, self.learning_rate),
-                         beta_1=_default(self.generator_beta_1, self.beta_1), seed=seed)
+                         beta_1=_default(self.generator_beta_1, self.beta_1), vote_pool=self.vote_pool, seed=seed)
         model.compile()
         return model
 

@@ -69,6 +69,12 @@ def test_preset_overrides_and_unknown_names():
         get_preset("mnist_eps2")
 
 
+def test_vote_pool_reaches_the_model():
+    assert get_preset("mnist_eps1").vote_pool == 1  # the paper votes on pixels
+    model = get_preset("digits_tiny").replace(vote_pool=2, topk=4).build((8, 8, 1), 10, seed=0)
+    assert model.vote_pool == 2 and model.vote_shape == (4, 4, 1)
+
+
 def test_generator_optimizer_defaults_to_the_teachers_and_can_differ():
     tiny = get_preset("digits_tiny")
     for overrides, generator in (({}, (tiny.learning_rate, tiny.beta_1)),

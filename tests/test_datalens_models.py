@@ -12,7 +12,7 @@ from tensorflow import keras
 from dlens_tf.data import load
 from dlens_tf.models import DataLens, Generator, TeacherEnsemble, build_discriminator, restore_checkpoint
 from dlens_tf.models.teachers import grouped_convolution_supported, translate
-from dlens_tf.privacy.topagg import TopAgg, topagg_noise_multiplier
+from dlens_tf.privacy.topagg import TopAgg, compress, topagg_noise_multiplier
 
 SHAPE = (8, 8, 1)
 WIDTHS = (6, 10, 16)
@@ -203,6 +203,34 @@ def test_label_matched_fakes_carry_each_teacher_real_labels(digits):
     assert DataLens.from_config(model.get_config()).label_matched_fakes
     with pytest.raises(ValueError, match="label_matched_fakes"):
         _datalens(label_matched_fakes="yes")
+
+
+def test_vote_pool_votes_on_pixel_blocks_within_the_same_bound(digits):
+    model = _datalens(vote_pool=2)  # 8 x 8 images -> TopAgg votes on 4 x 4 blocks, k = 8
+    assert model.vote_shape == (4, 4, 1)
+    g = np.random.default_rng(0).standard_normal((10, 12) + SHAPE).astype(np.float32)
+    g[0, 0] = np.nan
+    g[1, 0, :2, :2, 0] = [[np.inf, -np.inf], [0, 0]]
+    g[2] = 0.0  # all ties
+    g[3, 0, 4:6, 2:4] = np.inf
+    pooled = model._pool(tf.constant(g)).numpy()
+    np.testing.assert_allclose(pooled[5, 3, 1, 2, 0], g[5, 3, 2:4, 4:6, 0].mean(), rtol=1e-6)
+    # Whatever a teacher's gradient holds, it sends exactly k entries of +-1 per record.
+    signs = compress(tf.reshape(pooled, [10, 12, 16]), 8, 1e-5, tf.constant([1, 2], tf.int64)).numpy()
+    assert set(np.unique(signs)) <= {-1.0, 1.0, 0.0}
+    np.testing.assert_array_equal(np.count_nonzero(signs, axis=2), np.full((10, 12), 8))
+    votes = tf.constant(np.random.default_rng(1).choice([-1.0, 0.0, 1.0], (12, 4, 4, 1)), tf.float32)
+    np.testing.assert_array_equal(model._unpool(votes).numpy(), np.repeat(np.repeat(votes.numpy(), 2, 1), 2, 2))
+    # Training: votes are counted per block, and a step costs what it costs without pooling.
+    model.set_data(*digits, seed=0)
+    history = model.fit(steps_per_epoch=2, epochs=1, verbose=0)
+    assert 0 < history.history["votes_kept"][-1] <= 16 and np.isfinite(history.history["g_loss"][-1])
+    event = model.dp_event_per_step()
+    assert event.count == 12 and event.event.noise_multiplier == topagg_noise_multiplier(8, 2.0)
+    assert DataLens.from_config(model.get_config()).vote_shape == (4, 4, 1)
+    for bad, match in ((3, "vote_pool.*divisor"), (0, "vote_pool.*positive"), (4, "k at most the 4 coordinates")):
+        with pytest.raises(ValueError, match=match):
+            _datalens(vote_pool=bad)
 
 
 def test_generator_keras_round_trip(tmp_path):

@@ -32,7 +32,9 @@ class DataLens(PrivateModel):
          partition, the shared synthetic batch x; with `label_matched_fakes`, instead m synthetic
          records G(z_j, y'_j) carrying the labels y' of its real batch, as in the official code);
       3. every teacher's image gradient g_j^(i) = -dL_G^(i)/dx_j  ->  [N, m, H, W, C];
-      4. gbar = TopAgg(g) in {-1, 0, 1}^{m x H x W x C} (XLA-compiled; the only DP mechanism);
+      4. gbar = TopAgg(g) in {-1, 0, 1}^{m x H x W x C} (XLA-compiled; the only DP mechanism); with
+         `vote_pool` p > 1, TopAgg votes on each teacher's gradient averaged over p x p pixel blocks
+         ([N, m, H/p, W/p, C]) and every vote is repeated over its block;
       5. one optimizer step of G on (1/m) sum_j ||G(z_j, y_j) - stop_gradient(x_j + gamma * gbar_j)||^2.
 
     Privacy: only step 4's output leaves the teachers, and each synthetic record is one TopAgg query,
@@ -62,11 +64,15 @@ class DataLens(PrivateModel):
         fake by the labels alone (with 15 records a partition lacks some classes). Teacher i's fakes
         depend on its own partition only, so the privacy analysis is unchanged.
       learning_rate, beta_1: the default generator optimizer Adam(learning_rate, beta_1).
+      vote_pool: side p of the pixel blocks TopAgg votes on (1 = every pixel). Pooling is a fixed linear map
+        of each teacher's own gradient, so each teacher still contributes at most k entries of +-1 and the
+        privacy analysis is unchanged; at a fixed budget sigma grows with sqrt(k), and p x p blocks let k
+        shrink p^2-fold for the same share of coordinates, so the same votes face p-fold less noise.
       seed: integer seed of the sampling of z, labels and real batches; None = OS entropy.
     """
 
     def __init__(self, generator, teachers, topagg, batch_size=30, gamma=1e-3, d_steps=2, pretrain_steps=10,
-                 learning_rate=1e-3, beta_1=0.5, label_matched_fakes=False, seed=None, **kwargs):
+                 learning_rate=1e-3, beta_1=0.5, label_matched_fakes=False, vote_pool=1, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.generator = _deserialize(generator, Generator, "generator")
         self.teachers = _deserialize(teachers, TeacherEnsemble, "teachers")
@@ -95,8 +101,18 @@ class DataLens(PrivateModel):
         self.seed = None if seed is None else int(seed)
         self.image_shape = tuple(self.generator.image_shape)
         self.num_classes = self.generator.num_classes
+        self.vote_pool = _positive_int("vote_pool", vote_pool)
+        h, w, c = self.image_shape
+        if h % self.vote_pool or w % self.vote_pool:
+            raise ValueError(f"Received an invalid value for `vote_pool`, expected a divisor of the image height and "
+                             f"width {(h, w)}. Received: vote_pool={vote_pool!r}")
+        self.vote_shape = (h // self.vote_pool, w // self.vote_pool, c)
+        if self.topagg.k > np.prod(self.vote_shape):
+            raise ValueError(f"Received an invalid value for `topagg`, expected k at most the {np.prod(self.vote_shape)} "
+                             f"coordinates TopAgg votes on (image {self.image_shape}, vote_pool={self.vote_pool}). "
+                             f"Received: k={self.topagg.k}")
         self.generator.build()
-        self.topagg.build((self.teachers.num_teachers, self.batch_size) + self.image_shape)
+        self.topagg.build((self.teachers.num_teachers, self.batch_size) + self.vote_shape)
         self._rng = (tf.random.Generator.from_seed(self.seed) if self.seed is not None
                      else tf.random.Generator.from_non_deterministic_state())
         self.pretrained_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="pretrained_steps")
@@ -230,8 +246,8 @@ class DataLens(PrivateModel):
             with tape.stop_recording():
                 d_loss, grads = self.teachers.train_and_image_gradients(
                     self._real_batches(seeds[:, 1], self.d_steps, pool), x, labels, self.d_steps)
-                votes, _ = self._aggregate(grads)
-                target = x + self.gamma * votes
+                votes, _ = self._aggregate(self._pool(grads))
+                target = x + self.gamma * self._unpool(votes)
             g_loss = tf.reduce_mean(tf.reduce_sum(tf.square(x - target), axis=[1, 2, 3]))
         variables = self.generator.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(g_loss, variables), variables))
@@ -239,6 +255,19 @@ class DataLens(PrivateModel):
         votes_kept = tf.reduce_mean(tf.cast(tf.math.count_nonzero(tf.reshape(votes, [self.batch_size, -1]), 1),
                                             tf.float32))
         return {"d_loss": d_loss, "g_loss": g_loss, "votes_kept": votes_kept}
+
+    def _pool(self, grads):
+        """[N, m, H, W, C] -> [N, m, H/p, W/p, C]: means over p x p pixel blocks."""
+        if self.vote_pool == 1:
+            return grads
+        p, (h, w, c) = self.vote_pool, self.vote_shape
+        return tf.reduce_mean(tf.reshape(grads, [-1, self.batch_size, h, p, w, p, c]), axis=[3, 5])
+
+    def _unpool(self, votes):
+        """[m, H/p, W/p, C] -> [m, H, W, C]: each block's vote on all its pixels."""
+        if self.vote_pool == 1:
+            return votes
+        return tf.repeat(tf.repeat(votes, self.vote_pool, axis=1), self.vote_pool, axis=2)
 
     def dp_event_per_step(self):
         """One generator step = `batch_size` TopAgg record-queries."""
@@ -292,6 +321,6 @@ class DataLens(PrivateModel):
             topagg=keras.saving.serialize_keras_object(self.topagg),
             batch_size=self.batch_size, gamma=self.gamma, d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
             learning_rate=self.learning_rate, beta_1=self.beta_1, label_matched_fakes=self.label_matched_fakes,
-            seed=self.seed,
+            vote_pool=self.vote_pool, seed=self.seed,
         )
         return config
