@@ -128,6 +128,45 @@ def test_ensemble_matches_per_teacher_keras_model(convolution, batch_norm):
         np.testing.assert_allclose(-tape.gradient(loss, x), grads[i], rtol=1e-3, atol=1e-7)
 
 
+def _factored_adam(p, g, state, t, lr=1e-3, b1=0.5, b2=0.999, eps=1e-8):
+    """The documented teacher update in numpy: Adam whose second moment is factored for kernels."""
+    state["m"] = b1 * state.get("m", 0.0) + (1 - b1) * g
+    g2 = g**2 + 1e-30
+    if g.ndim == 2 and min(g.shape) > 1:
+        state["vr"] = b2 * state.get("vr", 0.0) + (1 - b2) * g2.mean(1)
+        state["vc"] = b2 * state.get("vc", 0.0) + (1 - b2) * g2.mean(0)
+        v = np.outer(state["vr"], state["vc"]) / state["vr"].mean()
+    else:
+        state["v"] = v = b2 * state.get("v", 0.0) + (1 - b2) * g2
+    lr_t = lr * np.sqrt(1 - b2**t) / (1 - b1**t)
+    return p - lr_t * state["m"] / (np.sqrt(v) + eps)
+
+
+@pytest.mark.parametrize("convolution", CONVOLUTIONS)
+def test_teacher_steps_are_factored_adam_steps_on_the_keras_gradient(convolution):
+    ens = _ensemble(n=2, weight_dtype="float32", convolution=convolution)
+    reference = build_discriminator(SHAPE, 10, WIDTHS)
+    states = [[{} for _ in reference.get_weights()] for _ in range(2)]
+    for t in (1, 2):  # the second step also checks the moments carried over
+        real_x, real_y, fake_x, fake_y = _batch(t, n=2)
+        before, expected = [], []
+        for i in range(2):
+            weights = ens.teacher_weights(i)
+            reference.set_weights(weights)
+            with tf.GradientTape() as tape:
+                loss = (tf.reduce_mean(tf.nn.softplus(-reference([real_x[i], tf.one_hot(real_y[i], 10)])))
+                        + tf.reduce_mean(tf.nn.softplus(reference([fake_x, tf.one_hot(fake_y, 10)]))))
+            grads = tape.gradient(loss, reference.trainable_weights)
+            flat = lambda a: a.reshape(-1, a.shape[-1]) if a.ndim == 4 else a  # noqa: E731  conv kernels as matrices
+            before.append(weights)
+            expected.append([_factored_adam(flat(p), flat(g.numpy()), state, t).reshape(p.shape)
+                             for p, g, state in zip(weights, grads, states[i])])
+        ens.teacher_step(real_x, real_y, fake_x, fake_y)
+        for i in range(2):
+            for got, want, old in zip(ens.teacher_weights(i), expected[i], before[i]):
+                np.testing.assert_allclose(got - old, want - old, rtol=1e-3, atol=1e-7)
+
+
 def test_image_gradient_shape_and_sign():
     ens = _ensemble(n=4)
     _, _, fake_x, fake_y = _batch(2, n=4, m=7)

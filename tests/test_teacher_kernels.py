@@ -1,9 +1,11 @@
-"""TeacherEnsemble's kernels: valid-tap counts and the bfloat16 training arithmetic."""
+"""TeacherEnsemble's kernels: valid-tap counts, the dense layer's gradient and the bfloat16 training arithmetic."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from dlens_tf.models.teachers import _valid_taps, ensemble_logits, im2col, parameter_shapes
+from dlens_tf.models.teachers import (_batched_dense, _valid_taps, ensemble_logits, im2col, parameter_shapes,
+                                      product_square_means)
 
 
 def test_valid_taps_match_same_padding():
@@ -47,3 +49,35 @@ def test_bfloat16_logits_and_gradients_stay_close_to_float32():
     for a, c in zip(g16, g32):
         assert a.dtype == c.dtype and np.linalg.norm(a - c) < 3e-2 * np.linalg.norm(c)
     assert not np.array_equal(l16.numpy(), l32.numpy())  # bfloat16 really was used
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_batched_dense_gradients_equal_matmul_gradients(jit_compile):
+    r = np.random.default_rng(2)
+    x, k = (tf.constant(r.normal(size=s).astype(np.float32)) for s in [(3, 5, 7), (3, 7, 4)])
+    weights = tf.constant(r.normal(size=(3, 5, 4)).astype(np.float32))
+
+    @tf.function(jit_compile=jit_compile)
+    def grads(matmul):
+        with tf.GradientTape() as tape:
+            tape.watch([x, k])
+            loss = tf.reduce_sum(matmul(x, k) * weights)
+        return tape.gradient(loss, [x, k])
+
+    np.testing.assert_array_equal(_batched_dense(x, k), tf.matmul(x, k))
+    for got, expected in zip(grads(_batched_dense), grads(tf.matmul)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_product_square_means_keep_rows_that_cancel():
+    r = np.random.default_rng(3)
+    sign = np.array([1, 1, 1, -1, -1, -1], np.float32)  # real and fake records pull opposite ways
+    d = sign[None, :, None] * r.normal(size=(2, 1, 7)) + 1e-4 * r.normal(size=(2, 6, 7))  # nearly parallel rows
+    a = r.uniform(0, 1, (2, 6, 5))
+    a[:, :, 0] = 1.0  # a feature every record has: its gradient row cancels down to the 1e-4 part
+    a, d = a.astype(np.float32), d.astype(np.float32)
+    g = np.einsum("nbi,nbo->nio", a.astype(np.float64), d.astype(np.float64))
+    rows, cols = product_square_means(tf.constant(a), tf.constant(d))
+    assert (g[:, 0] ** 2).mean() < 1e-6 * (g[:, 1:] ** 2).mean()  # the row really cancels
+    np.testing.assert_allclose(rows, (g**2).mean(2), rtol=1e-3)
+    np.testing.assert_allclose(cols, (g**2).mean(1), rtol=1e-3)
