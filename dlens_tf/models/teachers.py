@@ -310,19 +310,20 @@ def product_square_means(a, d):
 
     For the dense kernel's gradient a^T d (a the layer's inputs, d the gradients at its outputs) this
     replaces two reductions over an [n, I, O] tensor, the largest of the teacher update, by B x B work:
-    * rows: sum_o (a^T d)[i, o]^2 = sum_k lam_k (u_k . a_i)^2 with d d^T = U diag(lam) U^T, in float64.
-      The spectral form matters: the records' output gradients are nearly parallel, so rows such as a
-      label feature's, where real and fake records pull opposite ways, cancel, and a float32 Gram
-      form a_i^T (d d^T) a_i loses them (measured: a 20% error in a test row's Adam step).
-    * columns: d_o^T (a a^T) d_o, float32; the inputs span the batch, so columns do not cancel.
+    * rows: sum_o (a^T d)[i, o]^2 = |R a_i|^2 with d^T = QR. The records' output gradients are nearly
+      parallel, so rows such as a label feature's, where real and fake records pull opposite ways,
+      cancel; R keeps them as accurately as a^T d itself, where a Gram form a_i^T (d d^T) a_i would
+      lose them in float32 (measured: a 20% error in a test row's Adam step). Householder QR also has
+      no data-dependent iteration count, so a teacher's result never depends on another teacher's
+      data (an eigendecomposition under XLA iterates until the whole batch converges).
+    * columns: d_o^T (a a^T) d_o; the inputs span the batch, so columns do not cancel.
     Returns float32 ([n, I], [n, O]).
     """
-    a32, d32, d64 = tf.cast(a, tf.float32), tf.cast(d, tf.float32), tf.cast(d, tf.float64)
-    lam, u = tf.linalg.eigh(tf.matmul(d64, d64, transpose_b=True))
-    weights = tf.cast(tf.maximum(lam, 0.0), tf.float32)[:, :, None]  # eigh's rounding can give tiny negatives
-    rows = tf.reduce_sum(weights * tf.square(tf.matmul(tf.cast(u, tf.float32), a32, transpose_a=True)), 1)
-    cols = tf.reduce_sum(d32 * tf.matmul(tf.matmul(a32, a32, transpose_b=True), d32), 1)
-    return rows / d.shape[-1], tf.maximum(cols, 0.0) / a.shape[-1]
+    a, d = tf.cast(a, tf.float32), tf.cast(d, tf.float32)
+    r = tf.linalg.qr(tf.transpose(d, [0, 2, 1]))[1]  # [n, min(O, B), B]
+    rows = tf.reduce_sum(tf.square(tf.matmul(r, a)), 1)
+    cols = tf.reduce_sum(d * tf.matmul(tf.matmul(a, a, transpose_b=True), d), 1)
+    return rows / d.shape[-1], tf.maximum(cols, 0.0) / a.shape[-1]  # rounding could take cols below 0
 
 
 def ensemble_logits(params, x, y, taps1, taps2, compute_dtype=tf.float32, grouped=False, dense_io=False):
