@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from dlens_tf.models.teachers import (_batched_dense, _valid_taps, ensemble_logits, im2col, parameter_shapes,
-                                      product_square_means)
+                                      _product_square_means)
 
 
 def test_valid_taps_match_same_padding():
@@ -80,7 +80,7 @@ def test_product_square_means_keep_rows_that_cancel():
     assert (g[:, 0] ** 2).mean() < 1e-6 * (g[:, 1:] ** 2).mean()  # the row really cancels
     # As accurate as forming a^T d in float32: |error of g| <= B * eps32 * sum_b |a_bi d_bo|.
     dg = 6 * np.finfo(np.float32).eps * np.einsum("nbi,nbo->nio", np.abs(a), np.abs(d))
-    rows, cols = product_square_means(tf.constant(a, tf.float32), tf.constant(d, tf.float32))
+    rows, cols = _product_square_means(tf.constant(a, tf.float32), tf.constant(d, tf.float32))
     assert np.all(np.abs(rows - (g**2).mean(2)) <= ((2 * np.abs(g) + dg) * dg).mean(2))
     assert np.all(np.abs(cols - (g**2).mean(1)) <= ((2 * np.abs(g) + dg) * dg).mean(1))
 
@@ -96,6 +96,6 @@ def test_product_square_means_of_a_teacher_ignore_the_other_teachers(jit_compile
     d += 1e-3 * r.normal(size=d.shape).astype(np.float32)
     changed = d.copy()
     changed[0] = r.normal(size=(6, 9))
-    means = tf.function(product_square_means, jit_compile=jit_compile)
+    means = tf.function(_product_square_means, jit_compile=jit_compile)
     for before, after in zip(means(a, d), means(a, changed)):
         np.testing.assert_array_equal(before[1:], after[1:])

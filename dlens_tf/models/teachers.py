@@ -28,7 +28,7 @@ How 4000 paper-size MNIST teachers (2.2e9 parameters) fit in this machine's memo
   instead of 27 GB for float32 Adam. `weight_dtype="float32"` gives float32 storage and arithmetic.
 * Fewer passes over the dense kernel, the teachers' largest tensor (2068 x 256 per MNIST teacher): the
   row and column means of its squared gradient come from the layer's inputs and output gradients
-  (`product_square_means`), and its input gradient keeps the kernel in its stored layout
+  (`_product_square_means`), and its input gradient keeps the kernel in its stored layout
   (`_batched_dense`); together 1.12x faster per 125-teacher shard and generator step (918 vs 820 ms,
   same-process A/B on a quiet 2-core AMX CPU).
 
@@ -306,7 +306,7 @@ def _batched_dense(x, kernel):
     return tf.matmul(x, kernel), grad
 
 
-def product_square_means(a, d):
+def _product_square_means(a, d):
     """Row and column means of (a^T d)^2 per teacher, a [n, B, I] and d [n, B, O], without forming a^T d.
 
     For the dense kernel's gradient a^T d (a the layer's inputs, d the gradients at its outputs) this
@@ -562,7 +562,7 @@ class TeacherEnsemble(keras.Model):
         """One factored-Adam step of every stacked parameter of a shard (teacher-wise).
 
         dense_square_means: the row and column means of the dense kernel's squared gradient
-        (`product_square_means`), which spares the update two reductions over its largest tensor.
+        (`_product_square_means`), which spares the update two reductions over its largest tensor.
         """
         lr_t = self.learning_rate * tf.sqrt(1.0 - self.beta_2 ** t)
         if self.beta_1 > 0:
@@ -634,7 +634,7 @@ class TeacherEnsemble(keras.Model):
                           + tf.reduce_mean(tf.nn.softplus(fake_logits), 1))
                 total = tf.reduce_sum(losses)
             grads = tape.gradient(total, params + [out for _, out in dense_io])
-            square_means = product_square_means(tf.concat([inp for inp, _ in dense_io], 1),
+            square_means = _product_square_means(tf.concat([inp for inp, _ in dense_io], 1),
                                                 tf.concat(grads[len(params):], 1))
             self._apply_update(shard, grads[:len(params)], tf.cast(t0 + s + 1, tf.float32), square_means)
             loss_sum += total
