@@ -27,9 +27,11 @@ def define_preset_flags():
     from absl import flags
 
     from dlens_tf import data
+    from dlens_tf.models.datalens import REAL_SAMPLING
     from dlens_tf.presets import DataLensPreset
 
-    enums = {"accountant": ["rdp", "pld"], "eval_optimizer": ["adam", "sgd"], "dataset": list(data.NAMES)}
+    enums = {"accountant": ["rdp", "pld"], "eval_optimizer": ["adam", "sgd"], "dataset": list(data.NAMES),
+             "real_sampling": list(REAL_SAMPLING)}
     for field in dataclasses.fields(DataLensPreset):
         if field.name == "note":
             continue

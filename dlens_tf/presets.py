@@ -34,6 +34,7 @@ class DataLensPreset:
         `TeacherEnsemble`).
       label_matched_fakes: teachers train on synthetic records carrying their real batch's labels
         (see `DataLens`); the official code does so.
+      real_sampling: how teacher updates draw their real records, "replacement" or "shuffle" (see `DataLens`).
       learning_rate, beta_1: Adam settings of the teachers, and of the generator unless set below.
       generator_learning_rate, generator_beta_1: the generator's Adam settings; None = the teachers'.
       vote_pool: TopAgg votes on p x p pixel blocks of the teachers' gradients (see `DataLens`); 1 = pixels.
@@ -58,6 +59,7 @@ class DataLensPreset:
     batch_size: int = 30
     pretrain_steps: int = 10
     label_matched_fakes: bool = False
+    real_sampling: str = "replacement"
     shared_teacher_init: bool = False
     teacher_batch_norm: bool = False
     teacher_translation: int = 0
@@ -89,7 +91,7 @@ class DataLensPreset:
         topagg = TopAgg(self.topk, self.sigma, self.beta, clip=self.clip, seed=seed)
         model = DataLens(generator, teachers, topagg, batch_size=self.batch_size, gamma=self.gamma,
                          d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
-                         label_matched_fakes=self.label_matched_fakes,
+                         label_matched_fakes=self.label_matched_fakes, real_sampling=self.real_sampling,
                          learning_rate=_default(self.generator_learning_rate, self.learning_rate),
                          beta_1=_default(self.generator_beta_1, self.beta_1), vote_pool=self.vote_pool, seed=seed)
         model.compile()

@@ -128,6 +128,24 @@ def test_ensemble_matches_per_teacher_keras_model(convolution, batch_norm):
         np.testing.assert_allclose(-tape.gradient(loss, x), grads[i], rtol=1e-3, atol=1e-7)
 
 
+def test_image_gradients_with_bfloat16_storage_match_the_float32_reference():
+    """With the presets' bfloat16 storage (bfloat16 training arithmetic where oneDNN has it), the released
+    image gradients match the float32 Keras model holding the same stored weights."""
+    ens = _ensemble(weight_dtype="bfloat16")
+    real_x, real_y, fake_x, fake_y = _batch(1)
+    ens.teacher_step(real_x, real_y, fake_x, fake_y)
+    grads = ens.image_gradients(fake_x, fake_y).numpy()
+    reference = build_discriminator(SHAPE, 10, WIDTHS)
+    for i in range(5):
+        reference.set_weights(ens.teacher_weights(i))
+        x = tf.constant(fake_x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_mean(tf.nn.softplus(-reference([x, tf.one_hot(fake_y, 10)])[:, 0]))
+        want = -tape.gradient(loss, x).numpy()
+        assert np.linalg.norm(grads[i] - want) <= 1e-3 * np.linalg.norm(want), f"teacher {i}"
+
+
 def _factored_adam(p, g, state, t, lr=1e-3, b1=0.5, b2=0.999, eps=1e-8):
     """The documented teacher update in numpy: Adam whose second moment is factored for kernels."""
     state["m"] = b1 * state.get("m", 0.0) + (1 - b1) * g
@@ -242,6 +260,28 @@ def test_label_matched_fakes_carry_each_teacher_real_labels(digits):
     assert DataLens.from_config(model.get_config()).label_matched_fakes
     with pytest.raises(ValueError, match="label_matched_fakes"):
         _datalens(label_matched_fakes="yes")
+
+
+def test_shuffled_real_batches_cycle_through_each_partition():
+    """"shuffle": every update holds each record of its teacher's partition floor(m / S) or ceil(m / S) times."""
+    sizes = [12, 5, 20] + [12] * 7
+    # record r of teacher i is the constant image 10 * i + r
+    x_parts = [np.broadcast_to((10 * i + np.arange(s, dtype=np.uint8))[:, None, None, None], (s,) + SHAPE)
+               for i, s in enumerate(sizes)]
+    y_parts = [np.arange(s) % 10 for s in sizes]
+    model = _datalens(real_sampling="shuffle")
+    model.set_partitions(x_parts, y_parts)
+    x, y = model._real_batches(tf.constant([1, 2], tf.int64), 2)(0, 3)
+    record = np.rint((x.numpy()[..., 0, 0, 0] + 1.0) * 127.5).astype(int)  # [steps, 3 teachers, m]
+    for t, size in enumerate(sizes[:3]):
+        for s in range(2):
+            counts = np.bincount(record[s, t] - 10 * t, minlength=size)
+            assert counts.sum() == 12 and counts.min() >= 12 // size and counts.max() <= -(-12 // size)
+            np.testing.assert_array_equal(y.numpy()[s, t], (record[s, t] - 10 * t) % 10)
+    assert not np.array_equal(record[0, 0], record[1, 0])  # a fresh order per update
+    assert DataLens.from_config(model.get_config()).real_sampling == "shuffle"
+    with pytest.raises(ValueError, match="real_sampling"):
+        _datalens(real_sampling="without")
 
 
 def test_vote_pool_votes_on_pixel_blocks_within_the_same_bound(digits):

@@ -13,6 +13,9 @@ from dlens_tf.models.teachers import TeacherEnsemble, _positive_float, _positive
 from dlens_tf.privacy.topagg import TopAgg
 
 
+REAL_SAMPLING = ("replacement", "shuffle")
+
+
 def _deserialize(obj, expected, name):
     if isinstance(obj, dict):
         obj = keras.saving.deserialize_keras_object(obj)
@@ -28,8 +31,8 @@ class DataLens(PrivateModel):
 
     One `train_step` is Algorithm 1 of the paper for a batch of m = `batch_size` records:
       1. z ~ U(-1, 1)^{m x z_dim}, y ~ U{0..classes-1}^m, x = G(z, y);
-      2. `d_steps` updates of every teacher i on (m records sampled with replacement from ITS OWN
-         partition, the shared synthetic batch x; with `label_matched_fakes`, instead m synthetic
+      2. `d_steps` updates of every teacher i on (m records from ITS OWN partition, sampled as
+         `real_sampling` says, the shared synthetic batch x; with `label_matched_fakes`, instead m synthetic
          records G(z_j, y'_j) carrying the labels y' of its real batch, as in the official code);
       3. every teacher's image gradient g_j^(i) = -dL_G^(i)/dx_j  ->  [N, m, H, W, C];
       4. gbar = TopAgg(g) in {-1, 0, 1}^{m x H x W x C} (XLA-compiled; the only DP mechanism); with
@@ -64,6 +67,11 @@ class DataLens(PrivateModel):
         fake by the labels alone (with 15 records a partition lacks some classes). Teacher i's fakes
         depend on its own partition only, so the privacy analysis is unchanged.
       learning_rate, beta_1: the default generator optimizer Adam(learning_rate, beta_1).
+      real_sampling: how each teacher update draws its m real records from the teacher's partition:
+        "replacement" (independently, with replacement) or "shuffle" (the first m of a fresh random order
+        of the partition, cycling through it again if m exceeds its size; with m equal to the partition
+        size, every update sees the whole partition, as in the official code). Either way a teacher's
+        batch comes from its own partition only, so the privacy analysis is unchanged.
       vote_pool: side p of the pixel blocks TopAgg votes on (1 = every pixel). Pooling is a fixed linear map
         of each teacher's own gradient, so each teacher still contributes at most k entries of +-1 and the
         privacy analysis is unchanged; at a fixed budget sigma grows with sqrt(k), and p x p blocks let k
@@ -73,7 +81,8 @@ class DataLens(PrivateModel):
     """
 
     def __init__(self, generator, teachers, topagg, batch_size=30, gamma=1e-3, d_steps=2, pretrain_steps=10,
-                 learning_rate=1e-3, beta_1=0.5, label_matched_fakes=False, vote_pool=1, seed=None, **kwargs):
+                 learning_rate=1e-3, beta_1=0.5, label_matched_fakes=False, real_sampling="replacement", vote_pool=1,
+                 seed=None, **kwargs):
         super().__init__(**kwargs)
         self.generator = _deserialize(generator, Generator, "generator")
         self.teachers = _deserialize(teachers, TeacherEnsemble, "teachers")
@@ -97,6 +106,10 @@ class DataLens(PrivateModel):
             raise ValueError(f"Received an invalid value for `label_matched_fakes`, expected a bool. "
                              f"Received: label_matched_fakes={label_matched_fakes!r}")
         self.label_matched_fakes = bool(label_matched_fakes)
+        if real_sampling not in REAL_SAMPLING:
+            raise ValueError(f"Received an invalid value for `real_sampling`, expected one of {REAL_SAMPLING}. "
+                             f"Received: real_sampling={real_sampling!r}")
+        self.real_sampling = real_sampling
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"Received an invalid value for `seed`, expected an integer or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
@@ -167,14 +180,21 @@ class DataLens(PrivateModel):
         self.train_function = self._pretrain_function = None  # traced steps capture the partitions
 
     def _real_batches(self, seed, steps, pool=None):
-        """Callable (start, stop) -> teachers [start, stop)'s real batches, m records each, with replacement.
+        """Callable (start, stop) -> teachers [start, stop)'s real batches, m records each (`real_sampling`).
 
         With `pool` ([classes, m, H, W, C], record j of class c = G(z_j, c)) it also returns each teacher's
         label-matched fakes: fake j = pool[label of real record j, j].
         """
         x_all, y_all, sizes = self._partitions
-        u = rng.uniform([self.teachers.num_teachers, steps * self.batch_size], seed, stream=3)
-        idx = tf.minimum(tf.cast(tf.floor(u * tf.cast(sizes[:, None], tf.float32)), tf.int32), sizes[:, None] - 1)
+        n = self.teachers.num_teachers
+        if self.real_sampling == "replacement":
+            u = rng.uniform([n, steps * self.batch_size], seed, stream=3)
+            idx = tf.minimum(tf.cast(tf.floor(u * tf.cast(sizes[:, None], tf.float32)), tf.int32), sizes[:, None] - 1)
+        else:  # a random order per teacher and update, padding last; the first m positions, cycling
+            u = rng.uniform([n, steps, x_all.shape[1]], seed, stream=3)
+            order = tf.argsort(tf.where(tf.range(x_all.shape[1]) < sizes[:, None, None], u, 2.0), axis=-1)
+            position = tf.broadcast_to((tf.range(self.batch_size) % sizes[:, None])[:, None], [n, steps, self.batch_size])
+            idx = tf.reshape(tf.gather(order, position, batch_dims=2), [n, steps * self.batch_size])
 
         def real_batches(start, stop):
             x = tf.gather(x_all[start:stop], idx[start:stop], batch_dims=1)
@@ -322,6 +342,6 @@ class DataLens(PrivateModel):
             topagg=keras.saving.serialize_keras_object(self.topagg),
             batch_size=self.batch_size, gamma=self.gamma, d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
             learning_rate=self.learning_rate, beta_1=self.beta_1, label_matched_fakes=self.label_matched_fakes,
-            vote_pool=self.vote_pool, seed=self.seed,
+            real_sampling=self.real_sampling, vote_pool=self.vote_pool, seed=self.seed,
         )
         return config
