@@ -265,8 +265,8 @@ def test_label_matched_fakes_carry_each_teacher_real_labels(digits):
 def test_shuffled_real_batches_cycle_through_each_partition():
     """"shuffle": every update holds each record of its teacher's partition floor(m / S) or ceil(m / S) times."""
     sizes = [12, 5, 20] + [12] * 7
-    # record r of teacher i is the constant image 10 * i + r
-    x_parts = [np.broadcast_to((10 * i + np.arange(s, dtype=np.uint8))[:, None, None, None], (s,) + SHAPE)
+    # record r of teacher i is the constant image 25 * i + r (no two teachers share a value)
+    x_parts = [np.broadcast_to((25 * i + np.arange(s, dtype=np.uint8))[:, None, None, None], (s,) + SHAPE)
                for i, s in enumerate(sizes)]
     y_parts = [np.arange(s) % 10 for s in sizes]
     model = _datalens(real_sampling="shuffle")
@@ -275,9 +275,9 @@ def test_shuffled_real_batches_cycle_through_each_partition():
     record = np.rint((x.numpy()[..., 0, 0, 0] + 1.0) * 127.5).astype(int)  # [steps, 3 teachers, m]
     for t, size in enumerate(sizes[:3]):
         for s in range(2):
-            counts = np.bincount(record[s, t] - 10 * t, minlength=size)
+            counts = np.bincount(record[s, t] - 25 * t, minlength=size)
             assert counts.sum() == 12 and counts.min() >= 12 // size and counts.max() <= -(-12 // size)
-            np.testing.assert_array_equal(y.numpy()[s, t], (record[s, t] - 10 * t) % 10)
+            np.testing.assert_array_equal(y.numpy()[s, t], (record[s, t] - 25 * t) % 10)
     assert not np.array_equal(record[0, 0], record[1, 0])  # a fresh order per update
     assert DataLens.from_config(model.get_config()).real_sampling == "shuffle"
     with pytest.raises(ValueError, match="real_sampling"):
