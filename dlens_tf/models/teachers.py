@@ -18,8 +18,8 @@ How 4000 paper-size MNIST teachers (2.2e9 parameters) fit in this machine's memo
   `sum_k W[k, label] * valid[position, k]` is precomputed per class and added, which is exactly the
   paper's convolution with ~10x fewer multiply-adds.
 * bfloat16 training arithmetic where the CPU has it (AVX-512 with oneDNN): with bfloat16 storage, the
-  teacher updates' convolutions and first dense layer multiply in bfloat16 (float32 accumulation
-  inside oneDNN; AVX512-BF16 doubles the rate); image gradients and `call` stay float32.
+  teacher updates' second convolution and first dense layer multiply in bfloat16 (float32
+  accumulation inside oneDNN); conv1, image gradients and `call` stay float32 (see `ensemble_logits`).
 * Compact storage and optimizer state. Weights and Adam's first moment are stored in
   `weight_dtype` (bfloat16 by default, rounded to nearest; optimizer arithmetic is float32). The second
   moment is factored Adafactor-style for every kernel (one row and one column vector per matrix,
@@ -30,7 +30,10 @@ How 4000 paper-size MNIST teachers (2.2e9 parameters) fit in this machine's memo
   row and column means of its squared gradient come from the layer's inputs and output gradients
   (`_product_square_means`), and its input gradient keeps the kernel in its stored layout
   (`_batched_dense`); together 1.12x faster per 125-teacher shard and generator step (918 vs 820 ms,
-  same-process A/B on a quiet 2-core AMX CPU).
+  same-process A/B on a quiet 2-core AMX CPU). The optimizer update is two XLA computations, the
+  moments and then the step from the stored moments, so each passes over the kernel once; with conv1
+  in float32 (`ensemble_logits`), 1.07-1.09x faster again per shard and step (same kind of A/B, a
+  slower AMX CPU).
 
 Teacher training (the paper's): each update is one Adam step (lr 1e-3, beta_1 0.5) on the standard
 GAN loss `mean softplus(-D(real)) + mean softplus(D(fake))`. The changes above (bfloat16 storage and
@@ -330,8 +333,10 @@ def _product_square_means(a, d):
 def ensemble_logits(params, x, y, taps1, taps2, compute_dtype=tf.float32, grouped=False, dense_io=False):
     """Logits [n, B] of n teachers (stacked params) on their own images x [n, B, H, W, C].
 
-    Convolutions and the first dense layer multiply in `compute_dtype` (float32 or bfloat16, which
-    oneDNN runs at twice float32's rate on AVX512-BF16 CPUs); everything else is float32. `grouped`
+    conv2 and the first dense layer multiply in `compute_dtype` (float32 or bfloat16, which oneDNN runs
+    at up to twice float32's rate on AVX512-BF16 CPUs); everything else is float32, conv1 included (one
+    input channel per teacher: oneDNN's bfloat16 kernel for it took twice as long as its float32 one
+    for 125 teachers, forward and filter gradient on 30 records, on a 2-core AMX CPU). `grouped`
     picks grouped convolutions (see `grouped_convolution_supported`) over im2col matmuls. With 12
     params (`parameter_shapes(..., batch_norm=True)`), conv2 and the dense layer are batch-normalised
     over each teacher's B records. With `dense_io`, returns (logits, (input, output)) of the first dense
@@ -340,14 +345,14 @@ def ensemble_logits(params, x, y, taps1, taps2, compute_dtype=tf.float32, groupe
     k1, b1, k2, b2, k3, b3, k4, b4 = params[:8]
     bn2, bn3 = (params[8:10], params[10:12]) if len(params) == 12 else (None, None)
     n = k1.shape[0]
-    h = _conditional_conv(_to_grouped(x) if grouped else x, y, k1, b1, taps1, compute_dtype, grouped)
-    h = _conditional_conv(h, y, k2, b2, taps2, compute_dtype, grouped, bn2)
-    if grouped:
+    h = _conditional_conv(_to_grouped(x) if grouped else x, y, k1, b1, taps1, tf.float32, grouped)
+    h = tf.cast(_conditional_conv(h, y, k2, b2, taps2, compute_dtype, grouped, bn2), compute_dtype)
+    if grouped:  # cast first: the transpose then moves bfloat16 values, half the bytes
         b, p, f = tf.shape(h)[0], h.shape[1] * h.shape[2], h.shape[3] // n
         flat = tf.reshape(tf.transpose(tf.reshape(h, [b, p, n, f]), [2, 0, 1, 3]), [n, b, p * f])
     else:
         flat = tf.reshape(h, [n, tf.shape(h)[1], h.shape[2] * h.shape[3] * h.shape[4]])
-    dense_in = tf.cast(tf.concat([flat, y], -1), compute_dtype)
+    dense_in = tf.concat([flat, tf.cast(y, compute_dtype)], -1)
     dense_out = _batched_dense(dense_in, tf.cast(k3, compute_dtype))
     h = tf.cast(dense_out, tf.float32) + tf.cast(b3, tf.float32)[:, None, :]
     if bn3 is not None:
@@ -377,7 +382,7 @@ class TeacherEnsemble(keras.Model):
       epsilon: Adam's epsilon.
       weight_dtype: storage dtype of weights and first moments, "bfloat16" or "float32". With
         "bfloat16" and grouped convolutions on a CPU where oneDNN runs them in bfloat16 (AVX-512), the
-        teacher updates' convolutions and first dense layer also multiply in bfloat16; else in float32.
+        teacher updates' second convolution and first dense layer also multiply in bfloat16; else in float32.
       chunk_size: teachers per shard (peak working memory scales with it, not with N).
       convolution: "grouped" (oneDNN grouped convolutions, one group per teacher), "im2col" (strided
         slices and batched matmuls: any CPU and TF build), or "auto": grouped where this process can
@@ -475,7 +480,8 @@ class TeacherEnsemble(keras.Model):
         # stayed alive until the whole step ended (+3 GB per 1000 teachers, measured), not one shard.
         self._run_shard = tf.function(self._shard_computation, jit_compile=not self._grouped,
                                       experimental_attributes={"_noinline": True})
-        self._apply_update = tf.function(self._update, jit_compile=True)
+        self._apply_moments = tf.function(self._update_moments, jit_compile=True)
+        self._apply_step = tf.function(self._update_params, jit_compile=True)
 
     # ----------------------------------------------------------------------------------- state
     def _factored(self, shape):
@@ -558,39 +564,48 @@ class TeacherEnsemble(keras.Model):
                              f"({self.num_teachers}). Received: {name}.shape={x.shape}")
         return x
 
-    def _update(self, shard, grads, t, dense_square_means):
-        """One factored-Adam step of every stacked parameter of a shard (teacher-wise).
+    def _update_moments(self, shard, grads, dense_square_means):
+        """Adam's first and factored second moments of every stacked parameter of a shard, in place.
 
         dense_square_means: the row and column means of the dense kernel's squared gradient
         (`_product_square_means`), which spares the update two reductions over its largest tensor.
         """
-        lr_t = self.learning_rate * tf.sqrt(1.0 - self.beta_2 ** t)
-        if self.beta_1 > 0:
-            lr_t /= 1.0 - self.beta_1 ** t
-        for j, (g, p) in enumerate(zip(grads, shard["params"])):
+        for j, g in enumerate(grads):
             g = tf.cast(g, tf.float32)
             if self.beta_1 > 0:
                 m = self.beta_1 * tf.cast(shard["m"][j], tf.float32) + (1.0 - self.beta_1) * g
                 shard["m"][j].assign(tf.cast(m, shard["m"][j].dtype))
-            else:
-                m = g
-            g2 = tf.square(g) + 1e-30
             slots = shard["v"][j]
             if len(slots) == 2:
                 if j == _DENSE_KERNEL:
                     rows, cols = (mean + 1e-30 for mean in dense_square_means)
                 else:
+                    g2 = tf.square(g) + 1e-30
                     rows, cols = tf.reduce_mean(g2, -1), tf.reduce_mean(g2, -2)
-                vr = self.beta_2 * slots[0] + (1.0 - self.beta_2) * rows
-                vc = self.beta_2 * slots[1] + (1.0 - self.beta_2) * cols
-                slots[0].assign(vr)
-                slots[1].assign(vc)
-                v = vr[:, :, None] * vc[:, None, :] / tf.reduce_mean(vr, -1)[:, None, None]
+                slots[0].assign(self.beta_2 * slots[0] + (1.0 - self.beta_2) * rows)
+                slots[1].assign(self.beta_2 * slots[1] + (1.0 - self.beta_2) * cols)
             else:
-                v = self.beta_2 * slots[0] + (1.0 - self.beta_2) * g2
-                slots[0].assign(v)
-            new = tf.cast(p, tf.float32) - lr_t * m / (tf.sqrt(v) + self.epsilon)
-            p.assign(tf.cast(new, p.dtype))
+                slots[0].assign(self.beta_2 * slots[0] + (1.0 - self.beta_2) * (tf.square(g) + 1e-30))
+
+    def _update_params(self, shard, grads, t):
+        """The Adam step t of every stacked parameter of a shard from the moments as stored.
+
+        A separate XLA computation from `_update_moments`: in one, XLA copied the first moment before
+        overwriting it and recomputed it for the step (about 1.8x the memory traffic of the two).
+        grads: used as the first moment when beta_1 = 0 (none is stored), else None.
+        """
+        lr_t = self.learning_rate * tf.sqrt(1.0 - self.beta_2 ** t)
+        if self.beta_1 > 0:
+            lr_t /= 1.0 - self.beta_1 ** t
+        for j, p in enumerate(shard["params"]):
+            m = tf.cast(shard["m"][j] if grads is None else grads[j], tf.float32)
+            slots = shard["v"][j]
+            if len(slots) == 2:  # sqrt(vr vc^T / mean(vr)) as an outer product of square roots
+                vr, vc = slots
+                root = tf.sqrt(vr / tf.reduce_mean(vr, -1, keepdims=True))[:, :, None] * tf.sqrt(vc)[:, None, :]
+            else:
+                root = tf.sqrt(slots[0])
+            p.assign(tf.cast(tf.cast(p, tf.float32) - lr_t * m / (root + self.epsilon), p.dtype))
 
     def _shard_computation(self, shard, real_x, real_y, train_x, train_y, fake_x, fake_y, position, with_gradients):
         """`steps` updates of one shard's teachers, then (optionally) their image gradients.
@@ -636,7 +651,8 @@ class TeacherEnsemble(keras.Model):
             grads = tape.gradient(total, params + [out for _, out in dense_io])
             square_means = _product_square_means(tf.concat([inp for inp, _ in dense_io], 1),
                                                 tf.concat(grads[len(params):], 1))
-            self._apply_update(shard, grads[:len(params)], tf.cast(t0 + s + 1, tf.float32), square_means)
+            self._apply_moments(shard, grads[:len(params)], square_means)
+            self._apply_step(shard, None if self.beta_1 > 0 else grads[:len(params)], tf.cast(t0 + s + 1, tf.float32))
             loss_sum += total
         if not with_gradients:
             return loss_sum, tf.zeros([0])
