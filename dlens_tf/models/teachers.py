@@ -32,7 +32,7 @@ How 4000 paper-size MNIST teachers (2.2e9 parameters) fit in this machine's memo
   (`_batched_dense`); together 1.12x faster per 125-teacher shard and generator step (918 vs 820 ms,
   same-process A/B on a quiet 2-core AMX CPU). The optimizer update is two XLA computations, the
   moments and then the step from the stored moments, so each passes over the kernel once; with conv1
-  in float32 (`ensemble_logits`), 1.07-1.09x faster again per shard and step (same kind of A/B, a
+  in float32 (`ensemble_logits`), about 1.08x faster again per shard and step (same kind of A/B, a
   slower AMX CPU).
 
 Teacher training (the paper's): each update is one Adam step (lr 1e-3, beta_1 0.5) on the standard
@@ -335,8 +335,7 @@ def ensemble_logits(params, x, y, taps1, taps2, compute_dtype=tf.float32, groupe
 
     conv2 and the first dense layer multiply in `compute_dtype` (float32 or bfloat16, which oneDNN runs
     at up to twice float32's rate on AVX512-BF16 CPUs); everything else is float32, conv1 included (one
-    input channel per teacher: oneDNN's bfloat16 kernel for it took twice as long as its float32 one
-    for 125 teachers, forward and filter gradient on 30 records, on a 2-core AMX CPU). `grouped`
+    input channel per teacher, where oneDNN's float32 kernel is the faster one). `grouped`
     picks grouped convolutions (see `grouped_convolution_supported`) over im2col matmuls. With 12
     params (`parameter_shapes(..., batch_norm=True)`), conv2 and the dense layer are batch-normalised
     over each teacher's B records. With `dense_io`, returns (logits, (input, output)) of the first dense
