@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import app, flags
 from tensorflow import keras
 
-from dlens_tf.models.teachers import CONVOLUTIONS, TeacherEnsemble, build_discriminator, default_widths
+from dlens_tf.models.teachers import CONVOLUTIONS, IMAGE_GRADIENT_DTYPES, TeacherEnsemble, build_discriminator, default_widths
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_teachers", 4000, "Teachers N.")
@@ -30,6 +30,8 @@ flags.DEFINE_integer("loop_teachers", 20, "Per-teacher Keras models timed for th
 flags.DEFINE_integer("chunk_size", 125, "Teachers per shard of the ensemble.")
 flags.DEFINE_enum("weight_dtype", "bfloat16", ["bfloat16", "float32"], "Ensemble weight storage.")
 flags.DEFINE_enum("convolution", "auto", list(CONVOLUTIONS), "Ensemble convolutions (see TeacherEnsemble).")
+flags.DEFINE_enum("image_gradient_dtype", "float32", list(IMAGE_GRADIENT_DTYPES),
+                  "Arithmetic of the ensemble's image gradients (see TeacherEnsemble); the presets' is float32.")
 
 SHAPE, CLASSES = (28, 28, 1), 10
 
@@ -119,9 +121,9 @@ def main(_):
     print(f"matmul 2048^3 float32: {matmul:.1f} GFLOP/s", flush=True)
 
     ensemble = TeacherEnsemble(n, SHAPE, CLASSES, chunk_size=FLAGS.chunk_size, weight_dtype=FLAGS.weight_dtype,
-                               convolution=FLAGS.convolution, seed=0)
+                               convolution=FLAGS.convolution, image_gradient_dtype=FLAGS.image_gradient_dtype, seed=0)
     print(f"ensemble: {ensemble.num_parameters() / 1e9:.2f}e9 parameters, {len(ensemble.shards)} shards, "
-          f"{ensemble.convolution_in_use} convolutions, "
+          f"{ensemble.convolution_in_use} convolutions, {ensemble.image_gradient_dtype} image gradients, "
           f"rss {_peak_rss_gb():.1f} GB", flush=True)
 
     def real_batches(start, stop):

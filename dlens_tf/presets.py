@@ -32,6 +32,8 @@ class DataLensPreset:
         `TeacherEnsemble`), as in the official code's discriminator.
       teacher_translation: largest random shift (pixels) of the images in teacher updates, 0 = none (see
         `TeacherEnsemble`).
+      teacher_gradient_dtype: arithmetic of the teachers' released image gradients, "float32" or
+        "bfloat16" (`TeacherEnsemble`'s `image_gradient_dtype`).
       label_matched_fakes: teachers train on synthetic records carrying their real batch's labels
         (see `DataLens`); the official code does so.
       real_sampling: how teacher updates draw their real records, "replacement" or "shuffle" (see `DataLens`).
@@ -63,6 +65,7 @@ class DataLensPreset:
     shared_teacher_init: bool = False
     teacher_batch_norm: bool = False
     teacher_translation: int = 0
+    teacher_gradient_dtype: str = "float32"
     learning_rate: float = 1e-3
     beta_1: float = 0.5
     generator_learning_rate: float | None = None
@@ -87,7 +90,7 @@ class DataLensPreset:
         teachers = TeacherEnsemble(self.num_teachers, image_shape, num_classes, learning_rate=self.learning_rate,
                                    beta_1=self.beta_1, shared_init=self.shared_teacher_init,
                                    batch_norm=self.teacher_batch_norm, translation=self.teacher_translation,
-                                   seed=seed)
+                                   image_gradient_dtype=self.teacher_gradient_dtype, seed=seed)
         topagg = TopAgg(self.topk, self.sigma, self.beta, clip=self.clip, seed=seed)
         model = DataLens(generator, teachers, topagg, batch_size=self.batch_size, gamma=self.gamma,
                          d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,

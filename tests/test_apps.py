@@ -75,6 +75,12 @@ def test_vote_pool_reaches_the_model():
     assert model.vote_pool == 2 and model.vote_shape == (4, 4, 1)
 
 
+def test_teacher_gradient_dtype_reaches_the_teachers():
+    assert get_preset("digits_tiny").build((8, 8, 1), 10, seed=0).teachers.image_gradient_dtype == "float32"
+    model = get_preset("digits_tiny").replace(teacher_gradient_dtype="bfloat16").build((8, 8, 1), 10, seed=0)
+    assert model.teachers.image_gradient_dtype == "bfloat16"
+
+
 def test_generator_optimizer_defaults_to_the_teachers_and_can_differ():
     tiny = get_preset("digits_tiny")
     for overrides, generator in (({}, (tiny.learning_rate, tiny.beta_1)),
