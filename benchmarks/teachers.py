@@ -18,7 +18,8 @@ import tensorflow as tf
 from absl import app, flags
 from tensorflow import keras
 
-from dlens_tf.models.teachers import CONVOLUTIONS, IMAGE_GRADIENT_DTYPES, TeacherEnsemble, build_discriminator, default_widths
+from dlens_tf.models.teachers import (CONVOLUTIONS, IMAGE_GRADIENT_DTYPES, TeacherEnsemble, build_discriminator,
+                                      default_widths)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_teachers", 4000, "Teachers N.")
