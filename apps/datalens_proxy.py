@@ -7,6 +7,8 @@ run. This app trains such a proxy (default 100 teachers instead of 4000: about 4
 the number of generator steps the full preset's budget allows, and every --eval_every steps prints
 the samples' fidelity: the share of samples that a classifier trained on the real training set
 assigns to the label they were generated for (chance: 1 / classes), with the losses and votes kept.
+With --ema_momentum it also scores exponential moving averages of the generator's weights
+(post-processing of the generator's iterates, so no privacy cost; training is unchanged).
 
 A tuning tool, not a private run: the proxy's noise is smaller in absolute terms, so its own epsilon
 is larger than the preset's, and nothing is saved. Preset flags (--topk, --sigma, ...) set the full
@@ -16,6 +18,7 @@ run's values; the step count follows from them and the budget.
   python3 apps/datalens_proxy.py --preset=mnist_eps1 --d_steps=1
 """
 
+import contextlib
 import math
 import time
 
@@ -40,26 +43,60 @@ flags.DEFINE_integer("steps", None, "Generator steps (default: what the preset's
 flags.DEFINE_integer("eval_every", 50, "Generator steps between fidelity measurements.")
 flags.DEFINE_integer("samples", 1000, "Samples per fidelity measurement.")
 flags.DEFINE_integer("seed", 0, "Seed of the weights, the partition, the noise, the samples and the classifier.")
+flags.DEFINE_list("ema_momentum", [], "Also score moving averages of the generator's weights (batch-norm statistics "
+                  "included), average <- m * average + (1 - m) * weights after every step, for each m in [0, 1).")
 _cli.define_preset_flags()
 FLAGS = flags.FLAGS
 
 
-class _Fidelity(keras.callbacks.Callback):
-    """Prints the samples' fidelity every `every` generator steps (one step per Keras epoch) and at the end."""
+@contextlib.contextmanager
+def _restored(weights):
+    """Puts `weights` back to their current values on exit."""
+    saved = [w.numpy() for w in weights]
+    try:
+        yield
+    finally:
+        for w, value in zip(weights, saved):
+            w.assign(value)
 
-    def __init__(self, scorer, every, samples, seed, start):
+
+class _Fidelity(keras.callbacks.Callback):
+    """Prints the samples' fidelity every `every` generator steps (one step per Keras epoch) and at the end,
+    also for moving averages of the generator's weights with the momenta `ema_momenta`."""
+
+    def __init__(self, scorer, every, samples, seed, start, ema_momenta=()):
         super().__init__()
         self.scorer, self.every, self.samples, self.seed, self.start = scorer, every, samples, seed, start
+        self.ema_momenta, self.averages = tuple(ema_momenta), {}
         self.last = None
+
+    def on_train_begin(self, logs=None):
+        self.averages = {m: [w.numpy() for w in self.model.generator.weights] for m in self.ema_momenta}
+
+    def on_train_batch_end(self, batch, logs=None):
+        weights = [w.numpy() for w in self.model.generator.weights]
+        for m, average in self.averages.items():
+            for a, w in zip(average, weights):
+                a *= m
+                a += (1.0 - m) * w
 
     def on_epoch_end(self, epoch, logs=None):
         step = epoch + 1
         if step % self.every and step != self.params["epochs"]:
             return
         self.last = self._score(*self.model.generate(self.samples, seed=self.seed))
+        averaged = "".join(f" ema{m:g}={self._score_average(m):.3f}" for m in self.ema_momenta)
         print(f"step {step}: fidelity={self.last:.3f} (batch statistics: {self._score_batch_statistics():.3f}) "
-              f"d_loss={logs['d_loss']:.3f} votes_kept={logs['votes_kept']:.1f} "
+              f"d_loss={logs['d_loss']:.3f} votes_kept={logs['votes_kept']:.1f}{averaged} "
               f"({time.time() - self.start:.0f} s)", flush=True)
+
+    def _score_average(self, momentum):
+        """Fidelity of the generator with the moving average of its weights for `momentum`; weights restored."""
+        weights = self.model.generator.weights
+        with _restored(weights):
+            for w, a in zip(weights, self.averages[momentum]):
+                w.assign(a)
+            return self._score(*self.model.generate(self.samples, seed=self.seed))
 
     def _score(self, x, y):
         return float(np.mean(np.argmax(self.scorer.predict(to_float(x), verbose=0), 1) == y))
@@ -68,17 +105,15 @@ class _Fidelity(keras.callbacks.Callback):
         """Fidelity of samples drawn as the official code draws them: batch normalisation in training mode,
         batches of `batch_size` records with random labels (the moving averages are left untouched)."""
         generator, m = self.model.generator, self.model.batch_size
-        saved = [w.numpy() for w in generator.non_trainable_weights]
         r = np.random.default_rng(self.seed)
         x, y = [], []
-        for _ in range(-(-self.samples // m)):
-            labels = r.integers(0, generator.num_classes, m)
-            z = r.uniform(-1.0, 1.0, (m, generator.z_dim)).astype(np.float32)
-            x.append(to_uint8(generator([z, np.eye(generator.num_classes, dtype=np.float32)[labels]],
-                                        training=True).numpy()))
-            y.append(labels)
-        for w, value in zip(generator.non_trainable_weights, saved):
-            w.assign(value)
+        with _restored(generator.non_trainable_weights):
+            for _ in range(-(-self.samples // m)):
+                labels = r.integers(0, generator.num_classes, m)
+                z = r.uniform(-1.0, 1.0, (m, generator.z_dim)).astype(np.float32)
+                x.append(to_uint8(generator([z, np.eye(generator.num_classes, dtype=np.float32)[labels]],
+                                            training=True).numpy()))
+                y.append(labels)
         return self._score(np.concatenate(x), np.concatenate(y))
 
 
@@ -93,6 +128,12 @@ def main(_):
                              f"Received: {n}")
     if FLAGS.eval_every < 1 or FLAGS.samples < 1 or (FLAGS.steps is not None and FLAGS.steps < 1):
         raise app.UsageError("--eval_every, --samples and --steps: expected positive integers.")
+    try:
+        momenta = [float(m) for m in FLAGS.ema_momentum]
+    except ValueError:
+        momenta = [-1.0]
+    if any(not 0.0 <= m < 1.0 for m in momenta):
+        raise app.UsageError(f"--ema_momentum: expected numbers in [0, 1). Received: {FLAGS.ema_momentum}")
     event = TopAgg(full.topk, full.sigma, full.beta, clip=full.clip).dp_event(full.batch_size)
     steps = FLAGS.steps if FLAGS.steps is not None else PrivacyAccountant(full.accountant).max_compositions(event, full.epsilon, full.delta)
     proxy = full.replace(num_teachers=n, sigma=full.sigma * n / full.num_teachers)
@@ -108,7 +149,7 @@ def main(_):
     model = proxy.build(x.shape[1:], int(y.max()) + 1, seed=FLAGS.seed)
     records = np.random.default_rng(FLAGS.seed).permutation(len(x))[: n * per_teacher]
     model.set_data(x[records], y[records], seed=FLAGS.seed)
-    fidelity = _Fidelity(scorer, FLAGS.eval_every, FLAGS.samples, FLAGS.seed, start)
+    fidelity = _Fidelity(scorer, FLAGS.eval_every, FLAGS.samples, FLAGS.seed, start, momenta)
     model.fit(steps_per_epoch=1, epochs=steps, verbose=0, callbacks=[fidelity])
     print(f"proxy fidelity={fidelity.last:.3f}")
 

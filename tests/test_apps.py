@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 
 from dlens_tf import data
 from dlens_tf.evaluation import PAPER_PROTOCOL
+from dlens_tf.models import Generator
 from dlens_tf.presets import PRESETS, get_preset
 
 # One pytest-xdist worker runs this whole module, so the `runs` fixture trains once.
@@ -297,12 +299,52 @@ def test_teacher_agreement_app_measures_and_rejects_bad_counts():
         assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
 
 
+def test_datalens_proxy_moving_averages_follow_the_generator_and_leave_it_untouched(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "apps"))
+    import datalens_proxy
+
+    class Scorer:  # records what it scores; every sample gets class 0
+        def predict(self, x, verbose=0):
+            self.seen = x
+            return np.eye(3)[np.zeros(len(x), int)]
+
+    generator = Generator(z_dim=4, num_classes=3, image_shape=(8, 8, 1), dense_units=8, filters=4)
+    generator.build()
+    model = types.SimpleNamespace(generator=generator, generate=generator.sample)
+    callback = datalens_proxy._Fidelity(Scorer(), 1, 6, 0, 0.0, ema_momenta=(0.0, 0.75))
+    callback.set_model(model)
+    rng = np.random.default_rng(0)
+    history = [[w.numpy() for w in generator.weights]]
+    callback.on_train_begin()
+    for step in range(2):  # two "steps": new weights (batch-norm variances positive), then the callback
+        for w in generator.weights:
+            value = rng.normal(0.0, 0.3, w.shape)
+            w.assign((np.abs(value) + 0.5 if "variance" in w.name else value).astype(np.float32))
+        history.append([w.numpy() for w in generator.weights])
+        callback.on_train_batch_end(step)
+    w0, w1, w2 = history
+    for average, expected in ((callback.averages[0.0], w2),
+                              (callback.averages[0.75], [0.75 * (0.75 * a + 0.25 * b) + 0.25 * c for a, b, c in zip(w0, w1, w2)])):
+        for a, e in zip(average, expected):
+            np.testing.assert_allclose(a, e, rtol=1e-6)
+    for w, e in zip(generator.weights, callback.averages[0.75]):
+        w.assign(e)
+    from_average = datalens_proxy.to_float(generator.sample(6, seed=0)[0])
+    for w, value in zip(generator.weights, w2):
+        w.assign(value)
+    callback._score_average(0.75)
+    assert np.ptp(from_average) > 0.5  # samples that depend on the weights
+    np.testing.assert_array_equal(callback.scorer.seen, from_average)  # it scored the averaged generator's samples
+    for w, value in zip(generator.weights, w2):  # and put the generator back
+        np.testing.assert_array_equal(w.numpy(), value)
+
+
 def test_datalens_proxy_app_scores_samples_and_rejects_bad_counts():
     good = start("datalens_proxy.py", "--preset=digits_tiny", "--proxy_teachers=5", "--steps=3", "--eval_every=2",
-                 "--samples=40")
+                 "--samples=40", "--ema_momentum=0,0.5")
     bad = [start("datalens_proxy.py", "--preset=digits_tiny", *args)
            for args in (["--proxy_teachers=11"], ["--proxy_teachers=5", "--eval_every=0"], ["--proxy_teachers=5", "--steps=0"],
-                        ["--generator_beta_1=high"])]
+                        ["--generator_beta_1=high"], ["--proxy_teachers=5", "--ema_momentum=0.5,1"])]
     result = finish(good)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
@@ -311,8 +353,12 @@ def test_datalens_proxy_app_scores_samples_and_rejects_bad_counts():
     assert [line.split(":")[0] for line in steps] == ["step 2", "step 3"]  # every 2 steps and at the end
     fidelity = float(lines[-1].split("proxy fidelity=")[1])
     assert 0.0 <= fidelity <= 1.0 and f"fidelity={fidelity:.3f}" in steps[-1]
+    for line in steps:  # a moving average with momentum 0 is the current generator
+        assert line.split("fidelity=")[1].split()[0] == line.split("ema0=")[1].split()[0], line
+        assert " ema0.5=" in line, line
     for process, message in zip(bad, ("--proxy_teachers: expected 1 to 10", "--eval_every, --samples and --steps",
                                       "--eval_every, --samples and --steps",
-                                      "--generator_beta_1: expected a number or 'none'. Received: 'high'")):
+                                      "--generator_beta_1: expected a number or 'none'. Received: 'high'",
+                                      "--ema_momentum: expected numbers in [0, 1). Received: ['0.5', '1']")):
         result = finish(process)
         assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
