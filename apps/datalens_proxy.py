@@ -74,6 +74,8 @@ class _Fidelity(keras.callbacks.Callback):
         self.averages = {m: [w.numpy() for w in self.model.generator.weights] for m in self.ema_momenta}
 
     def on_train_batch_end(self, batch, logs=None):
+        if not self.averages:
+            return
         weights = [w.numpy() for w in self.model.generator.weights]
         for m, average in self.averages.items():
             for a, w in zip(average, weights):
@@ -130,9 +132,10 @@ def main(_):
         raise app.UsageError("--eval_every, --samples and --steps: expected positive integers.")
     try:
         momenta = [float(m) for m in FLAGS.ema_momentum]
+        valid = all(0.0 <= m < 1.0 for m in momenta)
     except ValueError:
-        momenta = [-1.0]
-    if any(not 0.0 <= m < 1.0 for m in momenta):
+        valid = False
+    if not valid:
         raise app.UsageError(f"--ema_momentum: expected numbers in [0, 1). Received: {FLAGS.ema_momentum}")
     event = TopAgg(full.topk, full.sigma, full.beta, clip=full.clip).dp_event(full.batch_size)
     steps = FLAGS.steps if FLAGS.steps is not None else PrivacyAccountant(full.accountant).max_compositions(event, full.epsilon, full.delta)

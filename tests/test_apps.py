@@ -323,8 +323,8 @@ def test_datalens_proxy_moving_averages_follow_the_generator_and_leave_it_untouc
         history.append([w.numpy() for w in generator.weights])
         callback.on_train_batch_end(step)
     w0, w1, w2 = history
-    for average, expected in ((callback.averages[0.0], w2),
-                              (callback.averages[0.75], [0.75 * (0.75 * a + 0.25 * b) + 0.25 * c for a, b, c in zip(w0, w1, w2)])):
+    twice_averaged = [0.75 * (0.75 * a + 0.25 * b) + 0.25 * c for a, b, c in zip(w0, w1, w2)]
+    for average, expected in ((callback.averages[0.0], w2), (callback.averages[0.75], twice_averaged)):
         for a, e in zip(average, expected):
             np.testing.assert_allclose(a, e, rtol=1e-6)
     for w, e in zip(generator.weights, callback.averages[0.75]):
