@@ -480,6 +480,10 @@ def test_bad_inputs_raise_clear_errors(digits):
     real_x, real_y, fake_x, fake_y = _batch(4, n=2)
     with pytest.raises(ValueError, match="real_y.*labels in"):
         ens.teacher_step(real_x, real_y + 10, fake_x, fake_y)
+    soft = np.full(fake_y.shape + (10,), 0.1, np.float32)  # sums to 1, but not one-hot
+    with pytest.raises(ValueError, match="fake_y.*expected one-hot labels: rows of zeros with a single 1"):
+        ens.image_gradients(fake_x, soft)
+    ens.image_gradients(fake_x, np.eye(10, dtype=np.float32)[fake_y])  # one-hot is fine
     with pytest.raises(ValueError, match="real_x.*one row per teacher"):
         ens.teacher_step(np.concatenate([real_x, real_x]), real_y, fake_x, fake_y)
     with pytest.raises(ValueError, match="fake_x.*image_shape"):

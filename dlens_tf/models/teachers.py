@@ -266,7 +266,8 @@ def _conditional_conv(h, y, kernel, bias, taps, compute_dtype, grouped, bn=None)
     grouped: h [B, H, W, n * cin] (`_to_grouped` layout), convolved as one grouped convolution (one
     group per teacher, oneDNN); otherwise h [n, B, H, W, cin], convolved as im2col + one batched
     matmul. The image channels multiply in `compute_dtype`; the label channels, constant maps,
-    contribute `y @ (taps . W_label)` per teacher, added in float32. bn: None (norm = identity) or
+    contribute `y @ (taps . W_label)` per teacher, added in float32 (grouped: gathered by label, so y
+    must be exactly one-hot, as `TeacherEnsemble` makes it). bn: None (norm = identity) or
     (scale, offset) [n, F] each, batch normalisation with each teacher's batch statistics.
     Returns float32 [B, ceil(H/2), ceil(W/2), n * F] (grouped) or [n, B, ceil(H/2), ceil(W/2), F].
     """
@@ -275,19 +276,23 @@ def _conditional_conv(h, y, kernel, bias, taps, compute_dtype, grouped, bn=None)
     taps_n, p = _KERNEL * _KERNEL, taps.shape[0]
     k_image, k_label = tf.split(tf.reshape(kernel, [n, taps_n, cin + num_classes, f]), [cin, num_classes], 2)
     k_label = tf.reshape(tf.transpose(tf.cast(k_label, tf.float32), [1, 0, 2, 3]), [taps_n, n * num_classes * f])
-    per_class = tf.transpose(tf.reshape(tf.matmul(taps, k_label), [p, n, num_classes, f]), [1, 2, 0, 3])
-    labels = tf.matmul(y, tf.reshape(per_class, [n, num_classes, p * f]))  # [n, B, P * F]
+    per_class = tf.matmul(taps, k_label)  # [P, n * Y * F]: each position's label term per teacher and class
     bias = tf.cast(bias, tf.float32)
     if grouped:
         k_image = tf.reshape(tf.transpose(tf.reshape(k_image, [n, _KERNEL, _KERNEL, cin, f]), [1, 2, 3, 0, 4]),
                              [_KERNEL, _KERNEL, cin, n * f])
         z = tf.cast(tf.nn.conv2d(tf.cast(h, compute_dtype), tf.cast(k_image, compute_dtype), _STRIDE, "SAME"),
                     tf.float32)
-        z += tf.reshape(tf.transpose(tf.reshape(labels, [n, -1, p, f]), [1, 2, 0, 3]), tf.shape(z))
+        # Gathered straight into z's [B, P, n, F] layout: row (position, teacher, label) of per_class.
+        label = tf.transpose(tf.argmax(y, -1, output_type=tf.int32))  # [B, n]
+        rows = (tf.range(p)[None, :, None] * n + tf.range(n)[None, None, :]) * num_classes + label[:, None, :]
+        z += tf.reshape(tf.gather(tf.reshape(per_class, [p * n * num_classes, f]), rows), tf.shape(z))
         z += tf.reshape(bias, [n * f])
         if bn is not None:
             z = _batch_norm(z, [0, 1, 2], *(tf.reshape(tf.cast(v, tf.float32), [n * f]) for v in bn))
         return tf.nn.leaky_relu(z, _LEAK)
+    per_class = tf.transpose(tf.reshape(per_class, [p, n, num_classes, f]), [1, 2, 0, 3])
+    labels = tf.matmul(y, tf.reshape(per_class, [n, num_classes, p * f]))  # [n, B, P * F]
     patches = im2col(h)
     b, ho, wo = tf.shape(h)[1], patches.shape[2], patches.shape[3]
     z = tf.matmul(tf.cast(tf.reshape(patches, [n, -1, taps_n * cin]), compute_dtype),
@@ -555,6 +560,11 @@ class TeacherEnsemble(keras.Model):
             if y.shape[-1] != self.num_classes:
                 raise ValueError(f"Received an invalid value for `{name}`, expected one-hot labels with "
                                  f"{self.num_classes} classes. Received: {name}.shape={y.shape}")
+            if tf.executing_eagerly():  # the grouped convolutions gather the label term by argmax
+                values = y.numpy()
+                if not (np.isin(values, (0, 1)).all() and (values.sum(-1) == 1).all()):
+                    raise ValueError(f"Received an invalid value for `{name}`, expected one-hot labels: rows of "
+                                     f"zeros with a single 1. Received: {name} with other values")
             return tf.cast(y, tf.float32)
         if y.shape.rank != batch_rank or not y.dtype.is_integer:
             raise ValueError(f"Received an invalid value for `{name}`, expected integer labels of rank {batch_rank} "
