@@ -76,7 +76,7 @@ class DataLens(PrivateModel):
         of each teacher's own gradient, so each teacher still contributes at most k entries of +-1 and the
         privacy analysis is unchanged; at a fixed budget sigma grows with sqrt(k), and p x p blocks let k
         shrink p^2-fold for the same share of coordinates, so the same votes face p-fold less noise
-        (on MNIST at eps = 1 the teachers agreed less on blocks, and it did not help: see the README).
+        (on MNIST at eps = 1 the teachers agreed less on blocks, and it did not help: see docs/datalens_results.md).
       seed: integer seed of the sampling of z, labels and real batches; None = OS entropy.
     """
 

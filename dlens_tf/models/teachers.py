@@ -412,8 +412,8 @@ class TeacherEnsemble(keras.Model):
         (bfloat16 where the updates use it, see `weight_dtype`; else float32). In bfloat16 they differ
         from float32 by about 2% (relative L2), and a 125-teacher shard's generator step took about
         1.09x less CPU time (two same-process A/B runs on a 2-core AMX CPU), but synthetic-data utility
-        fell in the mnist_eps1 proxy (README), so the presets keep float32. Privacy is unchanged either
-        way: TopAgg's bound holds for any gradient values.
+        fell in the mnist_eps1 proxy (docs/datalens_results.md), so the presets keep float32. Privacy is
+        unchanged either way: TopAgg's bound holds for any gradient values.
       seed: integer seed of the weight initialisation; None draws one from OS entropy.
 
     Input shape:
