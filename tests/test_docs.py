@@ -1,5 +1,6 @@
 """The README and docs/ point at files and sections that exist."""
 
+import functools
 import pathlib
 import re
 
@@ -10,6 +11,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
+@functools.cache
 def _anchors(page):
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
     headings = re.findall(r"^#+ (.+)$", page.read_text(), flags=re.M)
