@@ -27,12 +27,12 @@ def define_preset_flags():
     from absl import flags
 
     from dlens_tf import data
-    from dlens_tf.models.datalens import REAL_SAMPLING
+    from dlens_tf.models.datalens import REAL_SAMPLING, VOTE_OUTPUTS
     from dlens_tf.models.teachers import IMAGE_GRADIENT_DTYPES
     from dlens_tf.presets import DataLensPreset
 
     enums = {"accountant": ["rdp", "pld"], "eval_optimizer": ["adam", "sgd"], "dataset": list(data.NAMES),
-             "real_sampling": list(REAL_SAMPLING), "teacher_gradient_dtype": list(IMAGE_GRADIENT_DTYPES)}
+             "real_sampling": list(REAL_SAMPLING), "teacher_gradient_dtype": list(IMAGE_GRADIENT_DTYPES), "vote_output": list(VOTE_OUTPUTS)}
     for field in dataclasses.fields(DataLensPreset):
         if field.name == "note":
             continue

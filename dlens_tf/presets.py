@@ -40,6 +40,7 @@ class DataLensPreset:
       learning_rate, beta_1: Adam settings of the teachers, and of the generator unless set below.
       generator_learning_rate, generator_beta_1: the generator's Adam settings; None = the teachers'.
       vote_pool: TopAgg votes on p x p pixel blocks of the teachers' gradients (see `DataLens`); 1 = pixels.
+      vote_output: what the generator follows, "sign" (the paper's votes) or "noisy_sum" (see `DataLens`).
       num_synthetic: synthetic records generated at the end of training.
       eval_epochs, eval_optimizer, eval_learning_rate: schedule of the utility classifier trained on the
         synthetic records (see `dlens_tf.evaluation.evaluate_synthetic`).
@@ -71,6 +72,7 @@ class DataLensPreset:
     generator_learning_rate: float | None = None
     generator_beta_1: float | None = None
     vote_pool: int = 1
+    vote_output: str = "sign"
     num_synthetic: int = 100_000
     eval_epochs: int = 30
     eval_optimizer: str = "adam"
@@ -96,7 +98,8 @@ class DataLensPreset:
                          d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
                          label_matched_fakes=self.label_matched_fakes, real_sampling=self.real_sampling,
                          learning_rate=_default(self.generator_learning_rate, self.learning_rate),
-                         beta_1=_default(self.generator_beta_1, self.beta_1), vote_pool=self.vote_pool, seed=seed)
+                         beta_1=_default(self.generator_beta_1, self.beta_1), vote_pool=self.vote_pool,
+                         vote_output=self.vote_output, seed=seed)
         model.compile()
         return model
 

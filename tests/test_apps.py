@@ -77,6 +77,11 @@ def test_vote_pool_reaches_the_model():
     assert model.vote_pool == 2 and model.vote_shape == (4, 4, 1)
 
 
+def test_vote_output_reaches_the_model():
+    assert get_preset("mnist_eps1").vote_output == "sign"  # the paper's votes
+    assert get_preset("digits_tiny").replace(vote_output="noisy_sum").build((8, 8, 1), 10, seed=0).vote_output == "noisy_sum"
+
+
 def test_teacher_gradient_dtype_reaches_the_teachers():
     assert get_preset("digits_tiny").build((8, 8, 1), 10, seed=0).teachers.image_gradient_dtype == "float32"
     model = get_preset("digits_tiny").replace(teacher_gradient_dtype="bfloat16").build((8, 8, 1), 10, seed=0)

@@ -321,6 +321,31 @@ def test_vote_pool_votes_on_pixel_blocks_within_the_same_bound(digits):
             _datalens(vote_pool=bad)
 
 
+def test_vote_output_noisy_sum_is_the_noisy_vote_sum_before_the_threshold(digits):
+    """The generator follows V / sigma: the same noise draw as the thresholded votes, nothing else."""
+    g = tf.constant(np.random.default_rng(2).standard_normal((10, 12) + SHAPE).astype(np.float32))
+    votes, direction = _datalens()._vote(g)
+    model = _datalens(vote_output="noisy_sum")  # same seeds: the same compression and noise
+    votes_n, direction_n = model._vote(g)
+    np.testing.assert_array_equal(direction.numpy(), votes.numpy())  # the paper's gbar: the votes
+    np.testing.assert_array_equal(votes_n.numpy(), votes.numpy())
+    noisy = direction_n.numpy() * 2.0  # sigma = 2
+    kept = votes.numpy() != 0
+    assert kept.any() and (~kept).any()
+    np.testing.assert_array_equal(np.sign(noisy[kept]), votes.numpy()[kept])
+    assert np.all(np.abs(noisy[kept]) > 0.2 * 10) and np.all(np.abs(noisy[~kept]) <= 0.2 * 10 + 1e-6)
+    # The sum of 10 teachers' +-1 votes plus N(0, 4): its coordinates are not all integers.
+    assert np.mean(np.abs(noisy - np.round(noisy)) > 1e-3) > 0.9
+    model.set_data(*digits, seed=0)
+    history = model.fit(steps_per_epoch=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["g_loss"][-1])
+    event = model.dp_event_per_step()  # post-processing of the same mechanism: the same cost
+    assert event.count == 12 and event.event.noise_multiplier == topagg_noise_multiplier(8, 2.0)
+    assert DataLens.from_config(model.get_config()).vote_output == "noisy_sum"
+    with pytest.raises(ValueError, match="vote_output"):
+        _datalens(vote_output="sum")
+
+
 def test_generator_keras_round_trip(tmp_path):
     generator = Generator(z_dim=8, num_classes=10, image_shape=SHAPE, dense_units=32, filters=8)
     z, y = tf.random.uniform([5, 8], -1, 1, seed=1), tf.one_hot([0, 3, 5, 7, 9], 10)

@@ -14,6 +14,7 @@ from dlens_tf.privacy.topagg import TopAgg
 
 
 REAL_SAMPLING = ("replacement", "shuffle")
+VOTE_OUTPUTS = ("sign", "noisy_sum")
 
 
 def _deserialize(obj, expected, name):
@@ -37,7 +38,8 @@ class DataLens(PrivateModel):
       3. every teacher's image gradient g_j^(i) = -dL_G^(i)/dx_j  ->  [N, m, H, W, C];
       4. gbar = TopAgg(g) in {-1, 0, 1}^{m x H x W x C} (XLA-compiled; the only DP mechanism); with
          `vote_pool` p > 1, TopAgg votes on each teacher's gradient averaged over p x p pixel blocks
-         ([N, m, H/p, W/p, C]) and every vote is repeated over its block;
+         ([N, m, H/p, W/p, C]) and every vote is repeated over its block; with `vote_output="noisy_sum"`,
+         gbar = V / sigma instead, V being TopAgg's noisy vote sums before the threshold;
       5. one optimizer step of G on (1/m) sum_j ||G(z_j, y_j) - stop_gradient(x_j + gamma * gbar_j)||^2.
 
     Privacy: only step 4's output leaves the teachers, and each synthetic record is one TopAgg query,
@@ -77,12 +79,18 @@ class DataLens(PrivateModel):
         privacy analysis is unchanged; at a fixed budget sigma grows with sqrt(k), and p x p blocks let k
         shrink p^2-fold for the same share of coordinates, so the same votes face p-fold less noise
         (on MNIST at eps = 1 the teachers agreed less on blocks, and it did not help: see docs/datalens_results.md).
+      vote_output: what the generator follows: "sign" (the paper's thresholded votes, in {-1, 0, 1}) or
+        "noisy_sum" (the noisy vote sums V before the threshold, divided by sigma). Both are functions of
+        the same Gaussian mechanism's output V, so the privacy analysis is unchanged. When the teachers'
+        clean sum s is small against sigma, V / sigma responds to s with gain 1 / sigma at unit noise
+        variance, while the threshold-and-sign at beta * N = 0.56 sigma (eps = 1) has gain 0.68 / sigma at
+        noise variance 0.575: V / sigma has about 1.24 times the signal-to-noise ratio (squared).
       seed: integer seed of the sampling of z, labels and real batches; None = OS entropy.
     """
 
     def __init__(self, generator, teachers, topagg, batch_size=30, gamma=1e-3, d_steps=2, pretrain_steps=10,
                  learning_rate=1e-3, beta_1=0.5, label_matched_fakes=False, real_sampling="replacement", vote_pool=1,
-                 seed=None, **kwargs):
+                 vote_output="sign", seed=None, **kwargs):
         super().__init__(**kwargs)
         self.generator = _deserialize(generator, Generator, "generator")
         self.teachers = _deserialize(teachers, TeacherEnsemble, "teachers")
@@ -110,6 +118,10 @@ class DataLens(PrivateModel):
             raise ValueError(f"Received an invalid value for `real_sampling`, expected one of {REAL_SAMPLING}. "
                              f"Received: real_sampling={real_sampling!r}")
         self.real_sampling = real_sampling
+        if vote_output not in VOTE_OUTPUTS:
+            raise ValueError(f"Received an invalid value for `vote_output`, expected one of {VOTE_OUTPUTS}. "
+                             f"Received: vote_output={vote_output!r}")
+        self.vote_output = vote_output
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"Received an invalid value for `seed`, expected an integer or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
@@ -267,8 +279,8 @@ class DataLens(PrivateModel):
             with tape.stop_recording():
                 d_loss, grads = self.teachers.train_and_image_gradients(
                     self._real_batches(seeds[:, 1], self.d_steps, pool), x, labels, self.d_steps)
-                votes, _ = self._aggregate(self._pool(grads))
-                target = x + self.gamma * self._unpool(votes)
+                votes, direction = self._vote(grads)
+                target = x + self.gamma * direction
             g_loss = tf.reduce_mean(tf.reduce_sum(tf.square(x - target), axis=[1, 2, 3]))
         variables = self.generator.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(g_loss, variables), variables))
@@ -276,6 +288,12 @@ class DataLens(PrivateModel):
         votes_kept = tf.reduce_mean(tf.cast(tf.math.count_nonzero(tf.reshape(votes, [self.batch_size, -1]), 1),
                                             tf.float32))
         return {"d_loss": d_loss, "g_loss": g_loss, "votes_kept": votes_kept}
+
+    def _vote(self, grads):
+        """TopAgg on [N, m, H, W, C] teacher gradients -> (votes on the voted coordinates, gbar [m, H, W, C])."""
+        votes, noisy = self._aggregate(self._pool(grads))
+        direction = votes if self.vote_output == "sign" else noisy / self.topagg.sigma
+        return votes, self._unpool(direction)
 
     def _pool(self, grads):
         """[N, m, H, W, C] -> [N, m, H/p, W/p, C]: means over p x p pixel blocks."""
@@ -342,6 +360,7 @@ class DataLens(PrivateModel):
             topagg=keras.saving.serialize_keras_object(self.topagg),
             batch_size=self.batch_size, gamma=self.gamma, d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
             learning_rate=self.learning_rate, beta_1=self.beta_1, label_matched_fakes=self.label_matched_fakes,
-            real_sampling=self.real_sampling, vote_pool=self.vote_pool, seed=self.seed,
+            real_sampling=self.real_sampling, vote_pool=self.vote_pool, vote_output=self.vote_output,
+            seed=self.seed,
         )
         return config
