@@ -32,7 +32,8 @@ def define_preset_flags():
     from dlens_tf.presets import DataLensPreset
 
     enums = {"accountant": ["rdp", "pld"], "eval_optimizer": ["adam", "sgd"], "dataset": list(data.NAMES),
-             "real_sampling": list(REAL_SAMPLING), "teacher_gradient_dtype": list(IMAGE_GRADIENT_DTYPES), "vote_output": list(VOTE_OUTPUTS)}
+             "real_sampling": list(REAL_SAMPLING), "teacher_gradient_dtype": list(IMAGE_GRADIENT_DTYPES),
+             "vote_output": list(VOTE_OUTPUTS)}
     for field in dataclasses.fields(DataLensPreset):
         if field.name == "note":
             continue
