@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dlens_tf.models.teachers import (_batched_dense, _valid_taps, ensemble_logits, im2col, parameter_shapes,
-                                      _product_square_means)
+from dlens_tf.models.teachers import (_batched_dense, _grouped_conv, _valid_taps, ensemble_logits,
+                                      grouped_convolution_supported, im2col, parameter_shapes, _product_square_means)
 
 
 def test_valid_taps_match_same_padding():
@@ -67,6 +67,31 @@ def test_batched_dense_gradients_equal_matmul_gradients(jit_compile):
     np.testing.assert_array_equal(_batched_dense(x, k), tf.matmul(x, k))
     for got, expected in zip(grads(_batched_dense), grads(tf.matmul)):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not grouped_convolution_supported("float32"), reason="TF's oneDNN kernels are off in this process")
+@pytest.mark.parametrize("h, w, cin, f", [(8, 6, 2, 5), (28, 28, 1, 11), (14, 14, 11, 42)])
+def test_grouped_conv_gradients_equal_each_groups_convolution_gradients(h, w, cin, f):
+    r = np.random.default_rng(5)
+    groups, b = 3, 4
+    x = tf.constant(r.normal(size=(b, h, w, groups * cin)).astype(np.float32))
+    k = tf.constant(r.normal(size=(5, 5, cin, groups * f)).astype(np.float32))
+    weights = tf.constant(r.normal(size=(b, h // 2, w // 2, groups * f)).astype(np.float32))
+
+    def per_group(x, k):
+        return tf.concat([tf.nn.conv2d(x[..., g * cin:(g + 1) * cin], k[..., g * f:(g + 1) * f], 2, "SAME")
+                          for g in range(groups)], -1)
+
+    @tf.function
+    def value_and_grads(conv):
+        with tf.GradientTape() as tape:
+            tape.watch([x, k])
+            out = conv(x, k)
+            loss = tf.reduce_sum(out * weights)
+        return [out] + tape.gradient(loss, [x, k])
+
+    for got, want in zip(value_and_grads(_grouped_conv), value_and_grads(per_group)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 def test_product_square_means_keep_rows_that_cancel():

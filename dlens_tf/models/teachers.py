@@ -253,6 +253,46 @@ def im2col(x):
                       for a in range(_KERNEL) for b in range(_KERNEL)], axis=-1)
 
 
+# Input rows 2u + p (p = 0, 1) of a 5x5 stride-2 'SAME' convolution of an even-sized input receive output
+# rows u - 1 + t (t = 0, 1, 2) through kernel rows _PHASE_TAPS[p][t]; 5 marks no tap.
+_PHASE_TAPS = ((3, 1, 5), (4, 2, 0))
+
+
+def _phase_kernel(kernel, groups):
+    """[5, 5, cin, groups * F] -> [3, 3, F, groups * 4 * cin]: the input gradient's stride-1 kernel.
+
+    Output channels are ordered (group, row parity, column parity, cin), as `_grouped_conv` unpacks them.
+    """
+    cin, f = kernel.shape[2], kernel.shape[3] // groups
+    k = tf.pad(tf.reshape(kernel, [_KERNEL, _KERNEL, cin, groups, f]), [[0, 1], [0, 1], [0, 0], [0, 0], [0, 0]])
+    taps = [a for phase in _PHASE_TAPS for a in phase]
+    k = tf.gather(tf.gather(k, taps, axis=0), taps, axis=1)  # [(p_r, t_r), (p_c, t_c), cin, groups, F]
+    k = tf.transpose(tf.reshape(k, [2, 3, 2, 3, cin, groups, f]), [1, 3, 6, 5, 0, 2, 4])
+    return tf.reshape(k, [3, 3, f, groups * 4 * cin])
+
+
+@tf.autograph.experimental.do_not_convert  # AutoGraph would unwrap the custom gradient
+@tf.custom_gradient
+def _grouped_conv(x, kernel):
+    """5x5 stride-2 'SAME' grouped convolution of x [B, H, W, groups * cin] (H, W even) by kernel [5, 5, cin, groups * F].
+
+    Its input gradient is one stride-1 3x3 grouped convolution of the output gradient, whose channels
+    are the four (row, column) parities of the input positions, then interleaved into place: the same
+    sums as TF's stride-2 `Conv2DBackpropInput`, which oneDNN's float32 kernels run slower (2-core AVX2,
+    125 teachers: conv2's 30-record gradient 69 vs 85 ms, conv1's 15-record 16 vs 48 ms; scratch timings
+    logged in docs/benchmarks.md). The kernel gradient is TF's.
+    """
+    def grad(dz):
+        b, (h, w, channels), cin = tf.shape(x)[0], x.shape[1:], kernel.shape[2]
+        groups = channels // cin
+        dx = tf.nn.conv2d(dz, _phase_kernel(kernel, groups), 1, "SAME")  # [B, H/2, W/2, groups * 4 * cin]
+        dx = tf.transpose(tf.reshape(dx, [b, h // 2, w // 2, groups, 2, 2, cin]), [0, 1, 4, 2, 5, 3, 6])
+        dk = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(kernel), out_backprop=dz,
+                                            strides=[1, _STRIDE, _STRIDE, 1], padding="SAME")
+        return tf.reshape(dx, [b, h, w, channels]), dk
+    return tf.nn.conv2d(x, kernel, _STRIDE, "SAME"), grad
+
+
 def _to_grouped(x):
     """[n, B, H, W, C] -> [B, H, W, n * C]: teachers stacked along channels, teacher-major."""
     n, b, h, w, c = x.shape
@@ -281,8 +321,9 @@ def _conditional_conv(h, y, kernel, bias, taps, compute_dtype, grouped, bn=None)
     if grouped:
         k_image = tf.reshape(tf.transpose(tf.reshape(k_image, [n, _KERNEL, _KERNEL, cin, f]), [1, 2, 3, 0, 4]),
                              [_KERNEL, _KERNEL, cin, n * f])
-        z = tf.cast(tf.nn.conv2d(tf.cast(h, compute_dtype), tf.cast(k_image, compute_dtype), _STRIDE, "SAME"),
-                    tf.float32)
+        phased = compute_dtype == tf.float32 and h.shape[1] % 2 == 0 and h.shape[2] % 2 == 0
+        conv = _grouped_conv if phased else functools.partial(tf.nn.conv2d, strides=_STRIDE, padding="SAME")
+        z = tf.cast(conv(tf.cast(h, compute_dtype), tf.cast(k_image, compute_dtype)), tf.float32)
         # Gathered straight into z's [B, P, n, F] layout: row (position, teacher, label) of per_class.
         label = tf.transpose(tf.argmax(y, -1, output_type=tf.int32))  # [B, n]
         rows = (tf.range(p)[None, :, None] * n + tf.range(n)[None, None, :]) * num_classes + label[:, None, :]
@@ -466,6 +507,7 @@ class TeacherEnsemble(keras.Model):
         # bfloat16 arithmetic only where oneDNN runs it natively (AVX-512); emulated it is slower than float32.
         bf16 = self.weight_dtype == "bfloat16" and self._grouped and grouped_convolution_supported("bfloat16")
         self._matmul_dtype = tf.bfloat16 if bf16 else tf.float32
+        self._update_dtype = tf.as_dtype(self.weight_dtype) if bf16 else tf.float32
         if image_gradient_dtype not in IMAGE_GRADIENT_DTYPES:
             raise ValueError(f"Received an invalid value for `image_gradient_dtype`, expected one of "
                              f"{IMAGE_GRADIENT_DTYPES}. Received: image_gradient_dtype={image_gradient_dtype!r}")
@@ -654,7 +696,10 @@ class TeacherEnsemble(keras.Model):
                 seed = fold(fold(tf.constant([self._init_seed, 7]), t0 + s), shard_start)
                 step_real_x = translate(step_real_x, self.translation, fold(seed, 0))
                 step_fake_x = translate(step_fake_x, self.translation, fold(seed, 1))
-            params = [tf.identity(p) for p in shard["params"]]
+            # Differentiated in the updates' arithmetic: with bfloat16 storage and float32 arithmetic, TF
+            # would otherwise round every gradient to bfloat16 (the cast's gradient) before the optimizer.
+            params = [tf.identity(p) if p.dtype == self._update_dtype else tf.cast(p, self._update_dtype)
+                      for p in shard["params"]]
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 if self.batch_norm:  # real and fake batches each with their own statistics
