@@ -10,7 +10,8 @@ How 4000 paper-size MNIST teachers (2.2e9 parameters) fit in this machine's memo
 * Convolutions are grouped convolutions where TF can differentiate them (its oneDNN kernels, which
   `dlens_tf` turns on unless you set TF_ENABLE_ONEDNN_OPTS): a shard's teachers are stacked along
   the channel axis ([B, H, W, n * C]) and oneDNN convolves each teacher's channel group with its own
-  filters; dense layers are batched matmuls; only the optimizer update is XLA-compiled. Elsewhere
+  filters, and takes float32 input gradients of even-sized inputs as one stride-1 grouped convolution
+  (`_grouped_conv`); dense layers are batched matmuls; only the optimizer update is XLA-compiled. Elsewhere
   (`convolution="im2col"`, or "auto" without oneDNN) they are im2col strided slices and one batched
   matmul per layer, the whole shard step XLA-compiled: about half as fast (37 vs 19 ms per teacher
   and generator step on a 2-core AVX2 CPU), on any CPU. The one-hot label channels that the paper
@@ -26,7 +27,8 @@ How 4000 paper-size MNIST teachers (2.2e9 parameters) fit in this machine's memo
   moment is factored Adafactor-style for every kernel (one row and one column vector per matrix,
   full only for biases), so it costs almost nothing. Per parameter: 2 bytes of weight plus 2 bytes
   of first moment (none with `beta_1=0`), i.e. about 8.9 GB for 4000 paper-size MNIST teachers
-  instead of 27 GB for float32 Adam. `weight_dtype="float32"` gives float32 storage and arithmetic.
+  instead of 27 GB for float32 Adam. `weight_dtype="float32"` gives float32 storage and arithmetic. Where the
+  updates compute in float32 (no bfloat16 arithmetic), their gradients reach the optimizer in float32.
 * Fewer passes over the dense kernel, the teachers' largest tensor (2068 x 256 per MNIST teacher): the
   row and column means of its squared gradient come from the layer's inputs and output gradients
   (`_product_square_means`), and its input gradient keeps the kernel in its stored layout
@@ -274,13 +276,13 @@ def _phase_kernel(kernel, groups):
 @tf.autograph.experimental.do_not_convert  # AutoGraph would unwrap the custom gradient
 @tf.custom_gradient
 def _grouped_conv(x, kernel):
-    """5x5 stride-2 'SAME' grouped convolution of x [B, H, W, groups * cin] (H, W even) by kernel [5, 5, cin, groups * F].
+    """5x5 stride-2 'SAME' grouped convolution: x [B, H, W, groups * cin] (H, W even), kernel [5, 5, cin, groups * F].
 
     Its input gradient is one stride-1 3x3 grouped convolution of the output gradient, whose channels
     are the four (row, column) parities of the input positions, then interleaved into place: the same
     sums as TF's stride-2 `Conv2DBackpropInput`, which oneDNN's float32 kernels run slower (2-core AVX2,
-    125 teachers: conv2's 30-record gradient 69 vs 85 ms, conv1's 15-record 16 vs 48 ms; scratch timings
-    logged in docs/benchmarks.md). The kernel gradient is TF's.
+    125 teachers: conv2's input gradient for 30 records 59 vs 73 ms, conv1's for 15 records 14 vs 42 ms; see
+    docs/benchmarks.md). The kernel gradient is TF's: its stride-1 counterpart was slower for conv2.
     """
     def grad(dz):
         b, (h, w, channels), cin = tf.shape(x)[0], x.shape[1:], kernel.shape[2]
@@ -507,7 +509,6 @@ class TeacherEnsemble(keras.Model):
         # bfloat16 arithmetic only where oneDNN runs it natively (AVX-512); emulated it is slower than float32.
         bf16 = self.weight_dtype == "bfloat16" and self._grouped and grouped_convolution_supported("bfloat16")
         self._matmul_dtype = tf.bfloat16 if bf16 else tf.float32
-        self._update_dtype = tf.as_dtype(self.weight_dtype) if bf16 else tf.float32
         if image_gradient_dtype not in IMAGE_GRADIENT_DTYPES:
             raise ValueError(f"Received an invalid value for `image_gradient_dtype`, expected one of "
                              f"{IMAGE_GRADIENT_DTYPES}. Received: image_gradient_dtype={image_gradient_dtype!r}")
@@ -698,7 +699,7 @@ class TeacherEnsemble(keras.Model):
                 step_fake_x = translate(step_fake_x, self.translation, fold(seed, 1))
             # Differentiated in the updates' arithmetic: with bfloat16 storage and float32 arithmetic, TF
             # would otherwise round every gradient to bfloat16 (the cast's gradient) before the optimizer.
-            params = [tf.identity(p) if p.dtype == self._update_dtype else tf.cast(p, self._update_dtype)
+            params = [tf.identity(p) if p.dtype == self._matmul_dtype else tf.cast(p, self._matmul_dtype)
                       for p in shard["params"]]
             with tf.GradientTape() as tape:
                 tape.watch(params)
