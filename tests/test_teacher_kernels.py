@@ -1,4 +1,4 @@
-"""TeacherEnsemble's kernels: valid-tap counts, the dense layer's gradient and the bfloat16 training arithmetic."""
+"""TeacherEnsemble's kernels: valid taps, the grouped convolution's and dense layer's gradients, bfloat16 arithmetic."""
 
 import numpy as np
 import pytest
