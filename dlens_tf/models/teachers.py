@@ -699,8 +699,7 @@ class TeacherEnsemble(keras.Model):
                 step_fake_x = translate(step_fake_x, self.translation, fold(seed, 1))
             # Differentiated in the updates' arithmetic: with bfloat16 storage and float32 arithmetic, TF
             # would otherwise round every gradient to bfloat16 (the cast's gradient) before the optimizer.
-            params = [tf.identity(p) if p.dtype == self._matmul_dtype else tf.cast(p, self._matmul_dtype)
-                      for p in shard["params"]]
+            params = [tf.cast(p, self._matmul_dtype) for p in shard["params"]]
             with tf.GradientTape() as tape:
                 tape.watch(params)
                 if self.batch_norm:  # real and fake batches each with their own statistics
