@@ -208,3 +208,53 @@ def test_model_without_dp_events_is_an_error():
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         PrivacyBudget(**kwargs)
+
+
+def test_budget_progress_lines_eta_and_time_limit(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from dlens_tf.callbacks import progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "time", lambda: clock[0])
+    budget = SimpleNamespace(epsilon=1.0, delta=1e-5, accountant="pld", max_steps=100, lost_steps=0,
+                             budget_exhausted=False)
+    model = SimpleNamespace(privacy_steps=tf.Variable(10), stop_training=False)
+    callback = progress.BudgetProgress(budget, every_seconds=0, max_seconds=300, csv_path=str(tmp_path / "h.csv"))
+    callback.set_model(model)
+    callback.on_train_begin()
+    assert "100 generator steps; 10 already spent." in capsys.readouterr().out
+    model.privacy_steps.assign(20)  # 10 steps in 100 s: 10 s per step, 80 steps (800 s) left
+    clock[0] += 100
+    callback.on_train_batch_end(0, {"d_loss": 0.5})
+    line = capsys.readouterr().out
+    assert "step 20/100 d_loss=0.5 10.00 s/step, ETA 13.3 min, this part stops in 3.3 min" in line
+    assert not model.stop_training
+    model.privacy_steps.assign(30)
+    clock[0] += 200  # the time limit
+    callback.on_train_batch_end(1)
+    assert "step 30/100 15.00 s/step, ETA 17.5 min, this part stops in 0.0 min" in capsys.readouterr().out
+    assert model.stop_training and callback.stopped_for_time
+    callback.on_epoch_end(0, {"epsilon": 0.5})
+    rows = list(csv.DictReader(open(tmp_path / "h.csv")))
+    assert rows == [{"generator_steps": "30", "epsilon": "0.5", "d_loss": "", "g_loss": "", "votes_kept": ""}]
+
+
+def test_budget_progress_says_nothing_of_parts_when_the_budget_ends_first(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from dlens_tf.callbacks import progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "time", lambda: clock[0])
+    budget = SimpleNamespace(epsilon=1.0, delta=1e-5, accountant="rdp", max_steps=12, lost_steps=0,
+                             budget_exhausted=False)
+    model = SimpleNamespace(privacy_steps=tf.Variable(0), stop_training=False)
+    callback = progress.BudgetProgress(budget, every_seconds=0, max_seconds=3600, csv_path=str(tmp_path / "h.csv"))
+    callback.set_model(model)
+    callback.on_train_begin()
+    model.privacy_steps.assign(2)
+    clock[0] = 10.0
+    callback.on_train_batch_end(0)
+    out = capsys.readouterr().out
+    assert "ETA 0.8 min" in out and "this part" not in out and not model.stop_training

@@ -11,7 +11,8 @@ class BudgetProgress(keras.callbacks.Callback):
 
     Goes after `PrivacyBudget` in the callback list: it reads `budget.max_steps` and the epsilon
     that callback logs. With `max_seconds` > 0 it stops training (at a step boundary, for a later
-    resume) once that much time has passed.
+    resume) once that much time has passed, and while the budget outlasts that time each progress line
+    says when this part stops.
 
     Args:
       budget: the run's `PrivacyBudget`.
@@ -47,9 +48,11 @@ class BudgetProgress(keras.callbacks.Callback):
             self.last = now
             steps = int(self.model.privacy_steps.numpy())
             per_step = (now - self.start) / max(steps - self.start_steps, 1)
-            values = " ".join(f"{k}={float(v):.4g}" for k, v in (logs or {}).items())
-            print(f"step {steps}/{self.budget.max_steps} {values} {per_step:.2f} s/step, "
-                  f"ETA {(self.budget.max_steps - steps) * per_step / 60:.1f} min", flush=True)
+            values = "".join(f"{k}={float(v):.4g} " for k, v in (logs or {}).items())
+            eta, left = (self.budget.max_steps - steps) * per_step, self.max_seconds - (now - self.start)
+            part = f", this part stops in {max(left, 0.0) / 60:.1f} min" if self.max_seconds and eta > left else ""
+            print(f"step {steps}/{self.budget.max_steps} {values}{per_step:.2f} s/step, "
+                  f"ETA {eta / 60:.1f} min{part}", flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         row = dict(logs or {}, generator_steps=int(self.model.privacy_steps.numpy()))
