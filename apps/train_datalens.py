@@ -14,6 +14,8 @@ directory receives:
                    the teachers' loss on their sensitive data, NOT differentially private: like the
                    progress log and the checkpoints, keep it with the data; share generator.keras,
                    synthetic.npz, samples.png and summary.json)
+  tensorboard/     the same rows as TensorBoard scalars by generator step (tensorboard --logdir=<run_dir>);
+                   like history.csv, not differentially private
   generator.keras  the trained generator (apps/generate.py samples from it)
   synthetic.npz    --num_synthetic records: x uint8 [n, H, W, C], y int [n]
   samples.png      10 samples per class, one row per class
@@ -147,7 +149,7 @@ def main(argv):
     budget = dlens_tf.PrivacyBudget(config.epsilon, config.delta, accountant=config.accountant,
                                     ledger=os.path.join(run_dir, "privacy_ledger.json"))
     progress = BudgetProgress(budget, FLAGS.log_every_seconds, FLAGS.max_train_seconds,
-                         os.path.join(run_dir, "history.csv"))
+                              os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "tensorboard"))
     saver = _Checkpoint(manager, FLAGS.checkpoint_minutes, state_path, seconds_before, start)
     remaining = max(max_steps - int(model.privacy_steps.numpy()), 1)
     pending = max(model.pretrain_steps - int(model.pretrained_steps.numpy()), 0)

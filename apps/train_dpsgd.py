@@ -39,6 +39,7 @@ flags.DEFINE_integer("max_train_examples", None, "Use a random subset of the tra
 flags.DEFINE_integer("seed", 0, "Seed for data order, initialisation and noise (-1: OS entropy).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (slower than TF's kernels on small CPUs).")
 flags.DEFINE_string("output", None, "Path of the JSON summary (printed to stdout as well).")
+flags.DEFINE_string("tensorboard_dir", None, "Directory for TensorBoard logs (loss, accuracy, epsilon per epoch).")
 
 
 def mechanism_config():
@@ -60,7 +61,7 @@ def main(argv):
         delta=FLAGS.delta, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, l2_norm_clip=FLAGS.l2_norm_clip,
         learning_rate=learning_rate, momentum=FLAGS.momentum, accountant=FLAGS.accountant, sampling=FLAGS.sampling,
         seed=None if FLAGS.seed < 0 else FLAGS.seed, max_train_examples=FLAGS.max_train_examples,
-        jit_compile=FLAGS.jit_compile, mechanism_config=mechanism_config(),
+        jit_compile=FLAGS.jit_compile, mechanism_config=mechanism_config(), tensorboard_dir=FLAGS.tensorboard_dir,
     ).run(verbose=2)
     text = json.dumps(summary, indent=2, sort_keys=True)
     print(text)

@@ -11,6 +11,7 @@ import types
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from dlens_tf import data
@@ -120,7 +121,7 @@ def test_helpfull_exits_0_and_lists_the_flags():
                               "--max_train_seconds", "mnist_eps1", "fmnist_eps10"],
         "generate.py": ["--generator", "--num", "--out", "--grid", "--seed"],
         "evaluate.py": ["--data", "--dataset", "--protocol", "--holdout_fraction", "--epochs"],
-        "train_dpsgd.py": ["--mechanism", "--epsilon", "--noise_placement", "--sampling", "--output"],
+        "train_dpsgd.py": ["--mechanism", "--epsilon", "--noise_placement", "--sampling", "--output", "--tensorboard_dir"],
         "compression_study.py": ["--compressors", "--rates", "--noise_multipliers", "--output_prefix"],
         "dpsgd_table.py": ["--results", "--out"],
         "teacher_agreement.py": ["--preset", "--num_teachers", "--records_per_teacher", "--teacher_steps",
@@ -152,6 +153,15 @@ def _kill_after_step(process, ledger, step):
     process.communicate()
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     return json.loads(ledger.read_text())["started_steps"]
+
+
+def tensorboard_scalars(log_dir, tag):
+    """{step: value} of one scalar over every event file in `log_dir`."""
+    values = {}
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            values.update({event.step: float(tf.make_ndarray(v.tensor)) for v in event.summary.value if v.tag == tag})
+    return values
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +211,7 @@ def test_train_app_writes_the_run_directory(runs):
     steps, epsilons = zip(*[(int(r.split(",")[0]), float(r.split(",")[1])) for r in rows[1:]])
     assert steps[-1] == summary["generator_steps"] and list(steps) == sorted(steps)
     assert list(epsilons) == sorted(epsilons) and epsilons[-1] == pytest.approx(summary["epsilon"])
+    assert tensorboard_scalars(full / "tensorboard", "epsilon") == pytest.approx(dict(zip(steps, epsilons)))
     grid = np.asarray(Image.open(full / "samples.png"))
     assert grid.shape[0] == 2 * (10 * 9 + 1)  # 10 rows of 8-pixel images, 1-pixel padding, scale 2
     assert (full / "generator.keras").exists() and list((full / "checkpoints").glob("ckpt-*.index"))
@@ -215,6 +226,11 @@ def test_resumed_run_equals_an_uninterrupted_one(runs):
     assert "1 already spent" in results["resumed"].stdout
     a, b = (json.loads((d / "summary.json").read_text()) for d in (full, resumed))
     assert a["generator_steps"] == b["generator_steps"] and a["epsilon"] == b["epsilon"] <= a["target_epsilon"]
+    # TensorBoard's curves continue across the parts: steps counted in generator steps, not in fit's epochs.
+    rows = [row.split(",") for row in (resumed / "history.csv").read_text().splitlines()[1:]]
+    curve = tensorboard_scalars(resumed / "tensorboard", "epsilon")
+    assert len(list((resumed / "tensorboard").glob("events.out.tfevents.*"))) == 2  # one per part
+    assert curve == pytest.approx({int(r[0]): float(r[1]) for r in rows}) and max(curve) == b["generator_steps"]
     # Generator, teachers, optimizers and RNG states all continue: the same synthetic data, bit for bit.
     np.testing.assert_array_equal(np.load(full / "synthetic.npz")["x"], np.load(resumed / "synthetic.npz")["x"])
 

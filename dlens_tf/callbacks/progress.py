@@ -3,11 +3,12 @@
 import os
 import time
 
+import tensorflow as tf
 from tensorflow import keras
 
 
 class BudgetProgress(keras.callbacks.Callback):
-    """Progress lines for long private runs: step / budget, epsilon, losses, ETA; a CSV row per epoch.
+    """Progress lines for long private runs: step / budget, epsilon, losses, ETA; a history row per epoch.
 
     Goes after `PrivacyBudget` in the callback list: it reads `budget.max_steps` and the epsilon
     that callback logs. With `max_seconds` > 0 it stops training (at a step boundary, for a later
@@ -19,14 +20,17 @@ class BudgetProgress(keras.callbacks.Callback):
       every_seconds: seconds between progress lines.
       max_seconds: stop after this long; 0 means no limit.
       csv_path: file receiving one row per epoch (appended to when it exists, as on resume).
+      tensorboard_dir: optional directory receiving the same rows as TensorBoard scalars, one per column,
+        at step = generator steps spent (so a resumed run continues the curves).
     """
 
     _COLUMNS = ("generator_steps", "epsilon", "d_loss", "g_loss", "votes_kept")
 
-    def __init__(self, budget, every_seconds, max_seconds, csv_path):
+    def __init__(self, budget, every_seconds, max_seconds, csv_path, tensorboard_dir=None):
         super().__init__()
         self.budget, self.every_seconds, self.max_seconds = budget, every_seconds, max_seconds
         self.csv_path = csv_path
+        self.writer = tf.summary.create_file_writer(tensorboard_dir) if tensorboard_dir else None
         self.stopped_for_time = False
         if not os.path.exists(csv_path):
             with open(csv_path, "w") as f:
@@ -58,3 +62,9 @@ class BudgetProgress(keras.callbacks.Callback):
         row = dict(logs or {}, generator_steps=int(self.model.privacy_steps.numpy()))
         with open(self.csv_path, "a") as f:
             f.write(",".join(str(row.get(k, "")) for k in self._COLUMNS) + "\n")
+        if self.writer is not None:
+            with self.writer.as_default(step=row["generator_steps"]):
+                for name in self._COLUMNS[1:]:
+                    if name in row:
+                        tf.summary.scalar(name, float(row[name]))
+            self.writer.flush()

@@ -43,6 +43,7 @@ class DPSGDExperiment:
 
     `mechanism_config` holds the mechanism's own arguments (rate, rank, beta, noise_placement,
     error_feedback, sign_clip). `max_train_examples` subsamples the training set (quick runs).
+    `tensorboard_dir`: where Keras's TensorBoard callback writes the epoch logs, epsilon included.
     """
 
     dataset: str = "mnist"
@@ -61,6 +62,7 @@ class DPSGDExperiment:
     max_train_examples: int | None = None
     jit_compile: bool = False
     mechanism_config: dict = dataclasses.field(default_factory=dict)
+    tensorboard_dir: str | None = None
 
     def run(self, verbose=0):
         """Trains and evaluates; returns a JSON-ready summary dict."""
@@ -91,6 +93,8 @@ class DPSGDExperiment:
         callbacks = []
         if self.epsilon is not None:
             callbacks.append(PrivacyBudget(self.epsilon, self.delta, accountant=self.accountant, verbose=verbose))
+        if self.tensorboard_dir:  # after the budget, which adds epsilon to the logs
+            callbacks.append(keras.callbacks.TensorBoard(self.tensorboard_dir))
         start = time.perf_counter()
         train = private_batches(x, y, self.batch_size, self.sampling, seed=self.seed)
         history = model.fit(train, epochs=self.epochs, verbose=verbose, callbacks=callbacks)
