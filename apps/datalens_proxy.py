@@ -19,7 +19,6 @@ run's values; the step count follows from them and the budget.
 """
 
 import contextlib
-import math
 import time
 
 import dlens_tf  # noqa: F401  first: it turns on TF's oneDNN kernels, which must happen before TensorFlow loads
@@ -137,10 +136,12 @@ def main(_):
         valid = False
     if not valid:
         raise app.UsageError(f"--ema_momentum: expected numbers in [0, 1). Received: {FLAGS.ema_momentum}")
-    event = TopAgg(full.topk, full.sigma, full.beta, clip=full.clip).dp_event(full.batch_size)
-    steps = FLAGS.steps if FLAGS.steps is not None else PrivacyAccountant(full.accountant).max_compositions(event, full.epsilon, full.delta)
+    topagg = TopAgg(full.topk, full.sigma, full.beta, clip=full.clip)
+    steps = FLAGS.steps if FLAGS.steps is not None else PrivacyAccountant(full.accountant).max_compositions(
+        topagg.dp_event(full.batch_size), full.epsilon, full.delta)
     proxy = full.replace(num_teachers=n, sigma=full.sigma * n / full.num_teachers)
-    noise_floor = math.erfc(proxy.beta * n / proxy.sigma / math.sqrt(2)) * np.prod(x.shape[1:]) / full.vote_pool ** 2
+    # sigma / N is the proxy's as the full run's, so noise alone keeps as many coordinates.
+    noise_floor = topagg.noise_only_keep_rate(full.num_teachers) * np.prod(x.shape[1:]) / full.vote_pool ** 2
     print(f"{FLAGS.preset} proxy: {n} teachers x {per_teacher} records, sigma {proxy.sigma:g} (full: "
           f"{full.num_teachers} x {per_teacher}, sigma {full.sigma:g}), k={full.topk}, beta={full.beta}, "
           f"{steps} generator steps; noise alone keeps {noise_floor:.0f} coordinates per record", flush=True)

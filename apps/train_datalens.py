@@ -19,6 +19,9 @@ directory receives:
   generator.keras  the trained generator (apps/generate.py samples from it)
   synthetic.npz    --num_synthetic records: x uint8 [n, H, W, C], y int [n]
   samples.png      10 samples per class, one row per class
+  training.png     epsilon, votes kept per record (and what noise alone keeps), losses against generator
+                   steps, and the utility classifier's accuracy per epoch (also written at a time-limited stop);
+                   it shows d_loss, so like history.csv it is not differentially private
   summary.json     accuracy (paper and honest protocols), epsilon, delta, generator steps,
                    record-queries, accountant, wall seconds, machine, all hyper-parameters
 The privacy step counter is part of every checkpoint, so with --resume epsilon never resets and the
@@ -41,7 +44,7 @@ from tensorflow import keras
 
 from dlens_tf import data
 from dlens_tf.callbacks import BudgetExhaustedError, BudgetProgress
-from dlens_tf.evaluation import evaluate_synthetic, save_image_grid
+from dlens_tf.evaluation import evaluate_synthetic, read_history, save_image_grid, save_training_plot
 from dlens_tf.models import restore_checkpoint
 from dlens_tf.presets import PRESETS, DataLensPreset, get_preset
 from dlens_tf.privacy.accountant import PrivacyAccountant
@@ -164,7 +167,8 @@ def main(argv):
     train_seconds = seconds_before + time.time() - start
     if progress.stopped_for_time:
         print(f"stopped after --max_train_seconds at step {int(model.privacy_steps.numpy())}/{max_steps}; "
-              f"continue with: --run_dir={run_dir} --resume", flush=True)
+              f"continue with: --run_dir={run_dir} --resume\ncurves so far: {_save_plot(run_dir, model, config)}",
+              flush=True)
         return
 
     steps = int(model.privacy_steps.numpy())
@@ -201,15 +205,26 @@ def main(argv):
         partition_seed=partition_seed,
         hyper_parameters=config.to_dict(),
         utility=utility.to_dict(),
-        files=dict(generator="generator.keras", synthetic="synthetic.npz", grid="samples.png", history="history.csv"),
+        files=dict(generator="generator.keras", synthetic="synthetic.npz", grid="samples.png", history="history.csv",
+                   plot="training.png"),
     )
+    plot_path = _save_plot(run_dir, model, config, utility.history)
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"epsilon spent: {epsilon:.4f} of {config.epsilon} (delta={config.delta}, {config.accountant}) in "
           f"{steps} generator steps ({steps * config.batch_size} record-queries)\n"
           f"utility on real {config.dataset} test: {utility.max_test_accuracy:.4f} (paper protocol: max over "
           f"epochs), {utility.honest_accuracy:.4f} (honest: epoch chosen on held-out synthetic data)\n"
-          f"samples: {grid_path}\nsummary: {os.path.join(run_dir, 'summary.json')}", flush=True)
+          f"samples: {grid_path}\ncurves: {plot_path}\nsummary: {os.path.join(run_dir, 'summary.json')}", flush=True)
+
+
+def _save_plot(run_dir, model, config, utility_history=None):
+    """training.png: the history so far against generator steps (and the utility classifier's epochs)."""
+    path = os.path.join(run_dir, "training.png")
+    noise_only = model.topagg.noise_only_keep_rate(model.teachers.num_teachers) * np.prod(model.vote_shape)
+    save_training_plot(path, read_history(os.path.join(run_dir, "history.csv")), epsilon_budget=config.epsilon,
+                       noise_only_votes=noise_only, utility_history=utility_history)
+    return path
 
 
 def _machine(model):

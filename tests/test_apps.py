@@ -215,14 +215,17 @@ def test_train_app_writes_the_run_directory(runs):
     grid = np.asarray(Image.open(full / "samples.png"))
     assert grid.shape[0] == 2 * (10 * 9 + 1)  # 10 rows of 8-pixel images, 1-pixel padding, scale 2
     assert (full / "generator.keras").exists() and list((full / "checkpoints").glob("ckpt-*.index"))
+    assert Image.open(full / "training.png").size[0] > 5 * Image.open(full / "training.png").size[1]  # 5 panels
     out = results["full"].stdout
     assert "epsilon spent" in out and "utility on real digits test" in out and str(full / "samples.png") in out
+    assert f"curves: {full / 'training.png'}" in out
     assert "teacher pre-training step 2/2" in out and "pre-training" not in results["resumed"].stdout
 
 
 def test_resumed_run_equals_an_uninterrupted_one(runs):
     full, resumed, results, _ = runs
     assert "stopped after --max_train_seconds at step 1/" in results["stopped"].stdout
+    assert f"curves so far: {resumed / 'training.png'}" in results["stopped"].stdout
     assert "1 already spent" in results["resumed"].stdout
     a, b = (json.loads((d / "summary.json").read_text()) for d in (full, resumed))
     assert a["generator_steps"] == b["generator_steps"] and a["epsilon"] == b["epsilon"] <= a["target_epsilon"]

@@ -9,7 +9,9 @@ from dlens_tf.evaluation import (
     PAPER_PROTOCOL,
     evaluate_synthetic,
     image_grid,
+    read_history,
     save_image_grid,
+    save_training_plot,
     utility_classifier,
 )
 
@@ -162,3 +164,19 @@ def test_saved_png_reads_back(tmp_path, digits):
 def test_image_grid_rejects_bad_input(x, y, kwargs, match):
     with pytest.raises(ValueError, match=match):
         image_grid(x, y, **kwargs)
+
+
+def test_training_plot_of_a_history_file(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("generator_steps,epsilon,d_loss,g_loss,votes_kept\n10,0.2,0.5,0.001,460\n20,0.3,,0.001,455\n")
+    history = read_history(path)
+    np.testing.assert_array_equal(history["generator_steps"], [10, 20])
+    assert history["votes_kept"][1] == 455 and np.isnan(history["d_loss"][1])
+    utility = [dict(epoch=1, test_accuracy=0.4, holdout_accuracy=0.5), dict(epoch=2, test_accuracy=0.5, holdout_accuracy=0.6)]
+    save_training_plot(tmp_path / "a.png", history, epsilon_budget=1.0, noise_only_votes=451.0, utility_history=utility)
+    save_training_plot(tmp_path / "b.png", {"generator_steps": [], "epsilon": []})  # before the first row
+    wide, narrow = (Image.open(tmp_path / name).size for name in ("a.png", "b.png"))
+    assert wide == (5 * narrow[0], narrow[1])  # five panels (four history columns, utility) against one
+    (tmp_path / "other.csv").write_text("epoch,loss\n1,0.5\n")
+    with pytest.raises(ValueError, match="generator_steps"):
+        read_history(tmp_path / "other.csv")

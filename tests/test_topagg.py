@@ -54,6 +54,19 @@ def test_noise_standard_deviation_matches_sigma():
     assert abs(residual.std() - sigma) < 5 * sigma / math.sqrt(2 * n)
 
 
+def test_noise_only_keep_rate_is_the_share_of_unvoted_coordinates_kept():
+    # 40 teachers, k = 1 of 2000 coordinates: nearly every coordinate's clean sum is 0, so what the vote keeps
+    # there is noise alone passing beta * N = 28 at sigma = 35 (erfc(0.8 / sqrt 2) = 0.424).
+    layer = TopAgg(k=1, sigma=35.0, beta=0.7, seed=3)
+    g = tf.zeros([40, 20, 2000])
+    votes_sum = tf.reduce_sum(compress(g, 1, None, tf.constant([0, 0])), 0).numpy()
+    votes = layer(g).numpy()[votes_sum == 0]
+    rate, n = layer.noise_only_keep_rate(40), votes.size
+    assert rate == pytest.approx(math.erfc(0.8 / math.sqrt(2)))
+    assert abs(np.mean(votes != 0) - rate) < 5 * math.sqrt(rate * (1 - rate) / n)
+    assert TopAgg(k=1, sigma=35.0, beta=0.0).noise_only_keep_rate(40) == 1.0
+
+
 def test_vote_threshold_and_output_values():
     # 10 teachers agree on coordinate 0 (+) and 1 (-); tiny noise; beta=0.5 keeps only unanimous coordinates.
     g = np.zeros([10, 1, 6], np.float32)

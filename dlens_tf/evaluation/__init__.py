@@ -1,6 +1,7 @@
-"""Utility of synthetic data (train on synthetic, test on real) and sample grids."""
+"""Utility of synthetic data (train on synthetic, test on real), sample grids and training plots."""
 
 from dlens_tf.evaluation.grid import image_grid, save_image_grid
+from dlens_tf.evaluation.plots import read_history, save_training_plot
 from dlens_tf.evaluation.utility import (
     FAST_PROTOCOL,
     PAPER_PROTOCOL,
@@ -15,6 +16,8 @@ __all__ = [
     "UtilityResult",
     "evaluate_synthetic",
     "image_grid",
+    "read_history",
     "save_image_grid",
+    "save_training_plot",
     "utility_classifier",
 ]

@@ -149,6 +149,11 @@ class TopAgg(keras.layers.Layer):
         """The dp_accounting event of aggregating `num_records` records (one query each)."""
         return topagg_dp_event(self.k, self.sigma, num_records)
 
+    def noise_only_keep_rate(self, num_teachers):
+        """P(|N(0, sigma^2)| > beta * num_teachers): the share of coordinates whose clean vote sum is 0 that
+        the vote keeps anyway. Times the record size, the votes per record that noise alone keeps."""
+        return math.erfc(self.beta * num_teachers / (self.sigma * math.sqrt(2.0)))
+
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)[1:]
 
