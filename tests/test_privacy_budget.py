@@ -210,19 +210,26 @@ def test_bad_arguments(kwargs, name):
         PrivacyBudget(**kwargs)
 
 
-def test_budget_progress_lines_eta_and_time_limit(tmp_path, monkeypatch, capsys):
+def _started_progress(tmp_path, monkeypatch, max_steps, spent, max_seconds):
+    """(BudgetProgress on a stand-in budget and model, its model, its clock [seconds]), after on_train_begin."""
     from types import SimpleNamespace
 
     from dlens_tf.callbacks import progress
 
     clock = [1000.0]
     monkeypatch.setattr(progress.time, "time", lambda: clock[0])
-    budget = SimpleNamespace(epsilon=1.0, delta=1e-5, accountant="pld", max_steps=100, lost_steps=0,
+    budget = SimpleNamespace(epsilon=1.0, delta=1e-5, accountant="pld", max_steps=max_steps, lost_steps=0,
                              budget_exhausted=False)
-    model = SimpleNamespace(privacy_steps=tf.Variable(10), stop_training=False)
-    callback = progress.BudgetProgress(budget, every_seconds=0, max_seconds=300, csv_path=str(tmp_path / "h.csv"))
+    model = SimpleNamespace(privacy_steps=tf.Variable(spent), stop_training=False)
+    callback = progress.BudgetProgress(budget, every_seconds=0, max_seconds=max_seconds,
+                                       csv_path=str(tmp_path / "h.csv"))
     callback.set_model(model)
     callback.on_train_begin()
+    return callback, model, clock
+
+
+def test_budget_progress_lines_eta_and_time_limit(tmp_path, monkeypatch, capsys):
+    callback, model, clock = _started_progress(tmp_path, monkeypatch, max_steps=100, spent=10, max_seconds=300)
     assert "100 generator steps; 10 already spent." in capsys.readouterr().out
     model.privacy_steps.assign(20)  # 10 steps in 100 s: 10 s per step, 80 steps (800 s) left
     clock[0] += 100
@@ -241,20 +248,9 @@ def test_budget_progress_lines_eta_and_time_limit(tmp_path, monkeypatch, capsys)
 
 
 def test_budget_progress_says_nothing_of_parts_when_the_budget_ends_first(tmp_path, monkeypatch, capsys):
-    from types import SimpleNamespace
-
-    from dlens_tf.callbacks import progress
-
-    clock = [0.0]
-    monkeypatch.setattr(progress.time, "time", lambda: clock[0])
-    budget = SimpleNamespace(epsilon=1.0, delta=1e-5, accountant="rdp", max_steps=12, lost_steps=0,
-                             budget_exhausted=False)
-    model = SimpleNamespace(privacy_steps=tf.Variable(0), stop_training=False)
-    callback = progress.BudgetProgress(budget, every_seconds=0, max_seconds=3600, csv_path=str(tmp_path / "h.csv"))
-    callback.set_model(model)
-    callback.on_train_begin()
+    callback, model, clock = _started_progress(tmp_path, monkeypatch, max_steps=12, spent=0, max_seconds=3600)
     model.privacy_steps.assign(2)
-    clock[0] = 10.0
+    clock[0] += 10
     callback.on_train_batch_end(0)
     out = capsys.readouterr().out
     assert "ETA 0.8 min" in out and "this part" not in out and not model.stop_training
