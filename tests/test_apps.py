@@ -11,7 +11,6 @@ import types
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from dlens_tf import data
@@ -155,15 +154,6 @@ def _kill_after_step(process, ledger, step):
     return json.loads(ledger.read_text())["started_steps"]
 
 
-def tensorboard_scalars(log_dir, tag):
-    """{step: value} of one scalar over every event file in `log_dir`."""
-    values = {}
-    for path in sorted(log_dir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            values.update({event.step: float(tf.make_ndarray(v.tensor)) for v in event.summary.value if v.tag == tag})
-    return values
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """digits_tiny runs: `full` without interruption; `resumed` stopped after one step, then resumed;
@@ -184,7 +174,7 @@ def runs(tmp_path_factory):
     return full, resumed, results, (killed, killed_started)
 
 
-def test_train_app_writes_the_run_directory(runs):
+def test_train_app_writes_the_run_directory(runs, tensorboard_scalars):
     full, _, results, _ = runs
     summary = json.loads((full / "summary.json").read_text())
     for field in ("accuracy", "accuracy_honest", "epsilon", "delta", "generator_steps", "record_queries",
@@ -222,7 +212,7 @@ def test_train_app_writes_the_run_directory(runs):
     assert "teacher pre-training step 2/2" in out and "pre-training" not in results["resumed"].stdout
 
 
-def test_resumed_run_equals_an_uninterrupted_one(runs):
+def test_resumed_run_equals_an_uninterrupted_one(runs, tensorboard_scalars):
     full, resumed, results, _ = runs
     assert "stopped after --max_train_seconds at step 1/" in results["stopped"].stdout
     assert f"curves so far: {resumed / 'training.png'}" in results["stopped"].stdout

@@ -177,16 +177,12 @@ def test_models_without_trainable_weights_are_refused():
             make_private(model, batch_size=16, num_examples=64)
 
 
-def test_experiment_spends_at_most_its_budget_and_logs_epsilon_to_tensorboard(tmp_path):
+def test_experiment_spends_at_most_its_budget_and_logs_epsilon_to_tensorboard(tmp_path, tensorboard_scalars):
     from dlens_tf.experiments.dpsgd import DPSGDExperiment
 
     summary = DPSGDExperiment(dataset="digits", epsilon=3.0, epochs=2, batch_size=64, learning_rate=0.5,
                               tensorboard_dir=str(tmp_path)).run()
     assert 0 < summary["epsilon_spent"] <= 3.0 and summary["privacy_steps"] > 0
     assert summary["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
-    curve = {}
-    for path in (tmp_path / "train").glob("events.out.tfevents.*"):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            curve.update({event.step: float(tf.make_ndarray(v.tensor)) for v in event.summary.value
-                          if v.tag == "epoch_epsilon"})
+    curve = tensorboard_scalars(tmp_path / "train", "epoch_epsilon")
     assert sorted(curve) == [0, 1] and curve[0] < curve[1] == pytest.approx(summary["epsilon_spent"], rel=1e-5)

@@ -177,6 +177,9 @@ def test_training_plot_of_a_history_file(tmp_path):
     save_training_plot(tmp_path / "b.png", {"generator_steps": [], "epsilon": []})  # before the first row
     wide, narrow = (Image.open(tmp_path / name).size for name in ("a.png", "b.png"))
     assert wide == (5 * narrow[0], narrow[1])  # five panels (four history columns, utility) against one
+    for bad, match in (({"epsilon": [0.1]}, "generator_steps"), ({"generator_steps": [1, 2], "epsilon": [0.1]}, "one length")):
+        with pytest.raises(ValueError, match=match):
+            save_training_plot(tmp_path / "c.png", bad)
     (tmp_path / "other.csv").write_text("epoch,loss\n1,0.5\n")
     with pytest.raises(ValueError, match="generator_steps"):
         read_history(tmp_path / "other.csv")

@@ -65,6 +65,9 @@ def test_noise_only_keep_rate_is_the_share_of_unvoted_coordinates_kept():
     assert rate == pytest.approx(math.erfc(0.8 / math.sqrt(2)))
     assert abs(np.mean(votes != 0) - rate) < 5 * math.sqrt(rate * (1 - rate) / n)
     assert TopAgg(k=1, sigma=35.0, beta=0.0).noise_only_keep_rate(40) == 1.0
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="`num_teachers`"):
+            layer.noise_only_keep_rate(bad)
 
 
 def test_vote_threshold_and_output_values():

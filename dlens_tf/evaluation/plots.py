@@ -33,7 +33,13 @@ def save_training_plot(path, history, epsilon_budget=None, noise_only_votes=None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if "generator_steps" not in history:
+        raise ValueError(f"Received an invalid value for `history`, expected a `generator_steps` column. "
+                         f"Received columns: {sorted(history)}")
     steps = np.asarray(history["generator_steps"])
+    lengths = {name: len(values) for name, values in history.items()}
+    if set(lengths.values()) != {len(steps)}:
+        raise ValueError(f"Received an invalid value for `history`, expected columns of one length. Received: {lengths}")
     panels = [("epsilon", "epsilon spent", epsilon_budget, "budget"),
               ("votes_kept", "votes kept per record", noise_only_votes, "noise alone"),
               ("d_loss", "teachers' loss (not DP)", None, None), ("g_loss", "generator loss", None, None)]

@@ -152,6 +152,9 @@ class TopAgg(keras.layers.Layer):
     def noise_only_keep_rate(self, num_teachers):
         """P(|N(0, sigma^2)| > beta * num_teachers): the share of coordinates whose clean vote sum is 0 that
         the vote keeps anyway. Times the record size, the votes per record that noise alone keeps."""
+        if isinstance(num_teachers, bool) or not isinstance(num_teachers, (int, np.integer)) or num_teachers < 1:
+            raise ValueError(f"Received an invalid value for `num_teachers`, expected a positive integer. "
+                             f"Received: num_teachers={num_teachers!r}")
         return math.erfc(self.beta * num_teachers / (self.sigma * math.sqrt(2.0)))
 
     def compute_output_shape(self, input_shape):
