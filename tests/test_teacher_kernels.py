@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dlens_tf.models.teachers import (_batched_dense, _grouped_conv, _valid_taps, ensemble_logits,
+from dlens_tf.models.teachers import (_batched_dense, _grouped_conv, _label_term, _valid_taps, ensemble_logits,
                                       grouped_convolution_supported, im2col, parameter_shapes, _product_square_means)
 
 
 def test_valid_taps_match_same_padding():
-    taps = _valid_taps(8, 7).numpy().reshape(4, 4, 5, 5)
+    taps = _valid_taps(8, 7).reshape(4, 4, 5, 5)
     for i in range(4):
         for j in range(4):
             rows = 2 * i - 1 + np.arange(5)  # 'SAME' pads (1, 2) rows for 8 -> 4 and (2, 2) columns for 7 -> 4
@@ -49,6 +49,36 @@ def test_bfloat16_logits_and_gradients_stay_close_to_float32():
     for a, c in zip(g16, g32):
         assert a.dtype == c.dtype and np.linalg.norm(a - c) < 3e-2 * np.linalg.norm(c)
     assert not np.array_equal(l16.numpy(), l32.numpy())  # bfloat16 really was used
+
+
+def test_label_term_and_its_gradients_equal_the_one_hot_sum():
+    r = np.random.default_rng(6)
+    n, classes, f, b = 3, 4, 5, 7
+    taps = _valid_taps(8, 7)  # 16 positions of 9 kinds (top, middle, bottom rows times columns)
+    k_label = tf.constant(r.normal(size=(25, n * classes * f)).astype(np.float32))
+    bias = tf.constant(r.normal(size=(n, f)).astype(np.float32))
+    label = r.integers(0, classes, (b, n)).astype(np.int32)
+    label[:, 0] = 1  # a teacher whose records all carry one class: the others' tables get no gradient
+    weights = tf.constant(r.normal(size=(b, 16, n * f)).astype(np.float32))
+
+    def reference(k_label, bias, label, taps):
+        onehot = tf.one_hot(label, classes)  # [B, n, Y]
+        table = tf.einsum("pk,kiyf->piyf", taps, tf.reshape(k_label, [25, n, classes, f]))
+        return tf.reshape(tf.einsum("piyf,biy->bpif", table, onehot) + bias, [b, 16, n * f])
+
+    @tf.function
+    def value_and_grads(term):
+        with tf.GradientTape() as tape:
+            tape.watch([k_label, bias])
+            out = term(k_label, bias, tf.constant(label), taps)
+            loss = tf.reduce_sum(out * weights)
+        return [out] + tape.gradient(loss, [k_label, bias])
+
+    got, want = value_and_grads(_label_term), value_and_grads(reference)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
+    dk = got[1].numpy().reshape(25, n, classes, f)
+    assert np.all(dk[:, 0, [0, 2, 3]] == 0) and np.any(dk[:, 0, 1] != 0)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
