@@ -23,7 +23,9 @@ directory receives:
                    steps, and the utility classifier's accuracy per epoch (also written at a time-limited stop);
                    it shows d_loss, so like history.csv it is not differentially private
   summary.json     accuracy (paper and honest protocols), epsilon, delta, generator steps,
-                   record-queries, accountant, wall seconds, machine, all hyper-parameters
+                   record-queries, accountant, wall seconds and where they went (time_breakdown: before
+                   training, generator steps, checkpoints, generation, utility classifier), machine,
+                   all hyper-parameters
 The privacy step counter is part of every checkpoint, so with --resume epsilon never resets and the
 run as a whole never spends more than the budget; --max_train_seconds stops a long run at a
 checkpoint for a later --resume. Without --seed the DP noise is seeded from OS entropy (and not
@@ -94,18 +96,28 @@ def _resolve_run(run_dir):
 
 
 class _Checkpoint(keras.callbacks.Callback):
-    """Saves the full training state every `minutes` and at the end, with the run's accumulated seconds."""
+    """Saves the full training state every `minutes` and at the end, with the run's accumulated seconds.
 
-    def __init__(self, manager, minutes, state_path, seconds_before, start):
+    state: the earlier parts' `train_state.json` ({} for a new run); start: this part's start time. Made just
+    before training; besides the seconds in all, it sums the seconds before training (start-up, restoring,
+    teacher pre-training) and those spent saving checkpoints.
+    """
+
+    def __init__(self, manager, minutes, state_path, state, start):
         super().__init__()
         self.manager, self.minutes, self.state_path = manager, minutes, state_path
-        self.seconds_before, self.start, self.last = seconds_before, start, time.time()
+        self.seconds_before, self.start, self.last = state.get("seconds", 0.0), start, time.time()
+        self.setup_seconds = state.get("setup_seconds", 0.0) + time.time() - start
+        self.checkpoint_seconds = state.get("checkpoint_seconds", 0.0)
 
     def save(self):
+        begin = time.time()
         steps = int(self.model.privacy_steps.numpy())
         self.manager.save(checkpoint_number=steps)
+        self.checkpoint_seconds += time.time() - begin
         with open(self.state_path, "w") as f:
-            json.dump(dict(seconds=self.seconds_before + time.time() - self.start, generator_steps=steps), f)
+            json.dump(dict(seconds=self.seconds_before + time.time() - self.start, generator_steps=steps,
+                           setup_seconds=self.setup_seconds, checkpoint_seconds=self.checkpoint_seconds), f)
         self.last = time.time()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -139,11 +151,11 @@ def main(argv):
     state_path = os.path.join(run_dir, "train_state.json")
     checkpoint = tf.train.Checkpoint(model=model)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=1)
-    seconds_before = 0.0
+    state = {}
     if FLAGS.resume and manager.latest_checkpoint:
         restore_checkpoint(checkpoint, manager.latest_checkpoint)  # one variable at a time: bounded memory
         with open(state_path) as f:
-            seconds_before = json.load(f)["seconds"]
+            state = json.load(f)
         print(f"resumed {manager.latest_checkpoint}: {int(model.privacy_steps.numpy())} generator steps spent",
               flush=True)
 
@@ -153,18 +165,19 @@ def main(argv):
                                     ledger=os.path.join(run_dir, "privacy_ledger.json"))
     progress = BudgetProgress(budget, FLAGS.log_every_seconds, FLAGS.max_train_seconds,
                               os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "tensorboard"))
-    saver = _Checkpoint(manager, FLAGS.checkpoint_minutes, state_path, seconds_before, start)
     remaining = max(max_steps - int(model.privacy_steps.numpy()), 1)
     pending = max(model.pretrain_steps - int(model.pretrained_steps.numpy()), 0)
     for i in range(pending):  # no privacy cost; done here, not inside fit, to show progress
         model.pretrain_teachers(1)
         print(f"teacher pre-training step {i + 1}/{pending} ({time.time() - start:.0f} s)", flush=True)
+    saver = _Checkpoint(manager, FLAGS.checkpoint_minutes, state_path, state, start)
     try:
         model.fit(steps_per_epoch=FLAGS.log_steps, epochs=-(-remaining // FLAGS.log_steps), verbose=0,
                   callbacks=[budget, progress, saver])
     except BudgetExhaustedError as e:
         print(f"no training: {e}", flush=True)
-    train_seconds = seconds_before + time.time() - start
+    train_end = time.time()
+    train_seconds = saver.seconds_before + train_end - start
     if progress.stopped_for_time:
         print(f"stopped after --max_train_seconds at step {int(model.privacy_steps.numpy())}/{max_steps}; "
               f"continue with: --run_dir={run_dir} --resume\ncurves so far: {_save_plot(run_dir, model, config)}",
@@ -182,9 +195,11 @@ def main(argv):
                                     labels=np.repeat(np.arange(num_classes), _GRID_PER_CLASS), seed=FLAGS.seed)
     save_image_grid(grid_path, x_grid, y_grid, num_classes=num_classes, per_class=_GRID_PER_CLASS)
 
+    utility_start = time.time()
     utility = evaluate_synthetic(x_syn, y_syn, x_test, y_test, num_classes=num_classes, epochs=config.eval_epochs,
                                  optimizer=config.eval_optimizer, learning_rate=config.eval_learning_rate,
                                  seed=FLAGS.seed, verbose=1)
+    now = time.time()
     summary = dict(
         preset=preset,
         dataset=config.dataset,
@@ -199,7 +214,10 @@ def main(argv):
         record_queries=steps * config.batch_size,
         lost_steps_charged=budget.lost_steps,
         train_seconds=round(train_seconds, 1),
-        wall_seconds=round(seconds_before + time.time() - start, 1),
+        wall_seconds=round(train_seconds + now - train_end, 1),
+        time_breakdown={key: round(value, 1) for key, value in dict(
+            before_training=saver.setup_seconds, training_steps=train_seconds - saver.setup_seconds - saver.checkpoint_seconds,
+            checkpoints=saver.checkpoint_seconds, generation=utility_start - train_end, utility=now - utility_start).items()},
         machine=_machine(model),
         seed=FLAGS.seed,
         partition_seed=partition_seed,

@@ -192,6 +192,12 @@ def test_train_app_writes_the_run_directory(runs, tensorboard_scalars):
     utility = summary["utility"]
     assert summary["accuracy"] == utility["max_test_accuracy"] and len(utility["history"]) == 2
     assert summary["accuracy_honest"] == utility["honest_accuracy"]
+    # Where the wall time went: the parts add up to it, checkpoints counted as train_state.json sums them.
+    parts, state = summary["time_breakdown"], json.loads((full / "train_state.json").read_text())
+    assert set(parts) == {"before_training", "training_steps", "checkpoints", "generation", "utility"}
+    assert min(parts.values()) >= 0 and sum(parts.values()) == pytest.approx(summary["wall_seconds"], abs=0.3)
+    assert state["checkpoint_seconds"] > 0 and parts["checkpoints"] == round(state["checkpoint_seconds"], 1)
+    assert parts["before_training"] == round(state["setup_seconds"], 1)
 
     synthetic = np.load(full / "synthetic.npz")
     assert synthetic["x"].shape == (200, 8, 8, 1) and synthetic["x"].dtype == np.uint8
@@ -219,6 +225,9 @@ def test_resumed_run_equals_an_uninterrupted_one(runs, tensorboard_scalars):
     assert "1 already spent" in results["resumed"].stdout
     a, b = (json.loads((d / "summary.json").read_text()) for d in (full, resumed))
     assert a["generator_steps"] == b["generator_steps"] and a["epsilon"] == b["epsilon"] <= a["target_epsilon"]
+    # Both parts' start-up and checkpoints are in the time breakdown, whose parts add up to the wall time.
+    parts = b["time_breakdown"]
+    assert min(parts.values()) >= 0 and sum(parts.values()) == pytest.approx(b["wall_seconds"], abs=0.3)
     # TensorBoard's curves continue across the parts: steps counted in generator steps, not in fit's epochs.
     rows = [row.split(",") for row in (resumed / "history.csv").read_text().splitlines()[1:]]
     curve = tensorboard_scalars(resumed / "tensorboard", "epsilon")
