@@ -233,7 +233,9 @@ def main(argv):
           f"{steps} generator steps ({steps * config.batch_size} record-queries)\n"
           f"utility on real {config.dataset} test: {utility.max_test_accuracy:.4f} (paper protocol: max over "
           f"epochs), {utility.honest_accuracy:.4f} (honest: epoch chosen on held-out synthetic data)\n"
-          f"samples: {grid_path}\ncurves: {plot_path}\nsummary: {os.path.join(run_dir, 'summary.json')}", flush=True)
+          f"wall time: {summary['wall_seconds'] / 60:.1f} min ("
+          + ", ".join(f"{key.replace('_', ' ')} {value / 60:.1f}" for key, value in summary["time_breakdown"].items())
+          + f")\nsamples: {grid_path}\ncurves: {plot_path}\nsummary: {os.path.join(run_dir, 'summary.json')}", flush=True)
 
 
 def _save_plot(run_dir, model, config, utility_history=None):

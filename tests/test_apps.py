@@ -215,6 +215,7 @@ def test_train_app_writes_the_run_directory(runs, tensorboard_scalars):
     out = results["full"].stdout
     assert "epsilon spent" in out and "utility on real digits test" in out and str(full / "samples.png") in out
     assert f"curves: {full / 'training.png'}" in out
+    assert "wall time: " in out and "min (before training " in out and ", utility " in out
     assert "teacher pre-training step 2/2" in out and "pre-training" not in results["resumed"].stdout
 
 
