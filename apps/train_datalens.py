@@ -200,6 +200,9 @@ def main(argv):
                                  optimizer=config.eval_optimizer, learning_rate=config.eval_learning_rate,
                                  seed=FLAGS.seed, verbose=1)
     now = time.time()
+    breakdown = dict(before_training=saver.setup_seconds,
+                     training_steps=train_seconds - saver.setup_seconds - saver.checkpoint_seconds,
+                     checkpoints=saver.checkpoint_seconds, generation=utility_start - train_end, utility=now - utility_start)
     summary = dict(
         preset=preset,
         dataset=config.dataset,
@@ -215,9 +218,7 @@ def main(argv):
         lost_steps_charged=budget.lost_steps,
         train_seconds=round(train_seconds, 1),
         wall_seconds=round(train_seconds + now - train_end, 1),
-        time_breakdown={key: round(value, 1) for key, value in dict(
-            before_training=saver.setup_seconds, training_steps=train_seconds - saver.setup_seconds - saver.checkpoint_seconds,
-            checkpoints=saver.checkpoint_seconds, generation=utility_start - train_end, utility=now - utility_start).items()},
+        time_breakdown={key: round(value, 1) for key, value in breakdown.items()},
         machine=_machine(model),
         seed=FLAGS.seed,
         partition_seed=partition_seed,
