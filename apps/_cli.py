@@ -50,6 +50,27 @@ def define_preset_flags():
             flags.DEFINE_string(field.name, None, doc + " A number, or 'none'.")
 
 
+def define_filter_flags():
+    """--filter_keep_fraction and --filter_epochs, the own-label filter of `filter_synthetic`."""
+    from absl import flags
+
+    flags.DEFINE_float("filter_keep_fraction", 1.0, "Keep this share of each class's records, those a classifier "
+                       "trained on all of them finds most like their label (dlens_tf.evaluation.filter_by_own_label; "
+                       "post-processing, no privacy cost); 1 keeps every record.")
+    flags.DEFINE_integer("filter_epochs", 2, "Epochs of the filter's scoring classifier.", lower_bound=1)
+    flags.register_validator("filter_keep_fraction", lambda v: 0 < v <= 1, "--filter_keep_fraction must be in (0, 1].")
+
+
+def filter_synthetic(x, y, num_classes, keep_fraction, epochs, seed):
+    """(x, y) reduced by `dlens_tf.evaluation.filter_by_own_label` (unchanged with keep_fraction=1)."""
+    from dlens_tf.evaluation import filter_by_own_label
+
+    kept = filter_by_own_label(x, y, keep_fraction, num_classes, epochs=epochs, seed=seed)
+    if keep_fraction < 1:
+        print(f"own-label filter: kept {len(kept)} of {len(x)} records", flush=True)
+    return x[kept], y[kept]
+
+
 def preset_overrides():
     """{field: value} of the preset flags given on the command line."""
     import dataclasses

@@ -3,7 +3,8 @@
   python3 apps/generate.py --generator=runs/mnist_quick/generator.keras --num=100000 --out=synthetic.npz
 
 Sampling is post-processing of the DP generator: it costs no privacy. Labels are balanced (record j
-gets class j % num_classes) unless --label restricts them to one class.
+gets class j % num_classes) unless --label restricts them to one class. With --filter_keep_fraction < 1
+only the share of each class that the own-label filter keeps is written (also post-processing).
 """
 
 import os
@@ -23,8 +24,9 @@ flags.DEFINE_string("out", "synthetic.npz", "Output .npz with x (uint8 [n, H, W,
 flags.DEFINE_string("grid", None, "Sample grid PNG, one row per class (default: <out without .npz>.png; 'none' to skip).")
 flags.DEFINE_integer("per_class", 10, "Grid columns (samples per class).", lower_bound=1)
 flags.DEFINE_integer("batch_size", 1000, "Records per generator call.", lower_bound=1)
-flags.DEFINE_integer("seed", None, "Seed of the latent noise (default: OS entropy).")
+flags.DEFINE_integer("seed", None, "Seed of the latent noise and the filter (default: OS entropy).")
 flags.mark_flag_as_required("generator")
+_cli.define_filter_flags()
 FLAGS = flags.FLAGS
 
 
@@ -33,6 +35,7 @@ def main(argv):
     generator = keras.models.load_model(FLAGS.generator)
     labels = None if FLAGS.label is None else np.full(FLAGS.num, FLAGS.label)
     x, y = generator.sample(FLAGS.num, labels=labels, batch_size=FLAGS.batch_size, seed=FLAGS.seed)
+    x, y = _cli.filter_synthetic(x, y, generator.num_classes, FLAGS.filter_keep_fraction, FLAGS.filter_epochs, FLAGS.seed)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     np.savez_compressed(FLAGS.out, x=x, y=y)
     print(f"{len(x)} records {x.shape[1:]} -> {FLAGS.out}")

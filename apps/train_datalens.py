@@ -17,14 +17,15 @@ directory receives:
   tensorboard/     the same rows as TensorBoard scalars by generator step (tensorboard --logdir=<run_dir>);
                    like history.csv, not differentially private
   generator.keras  the trained generator (apps/generate.py samples from it)
-  synthetic.npz    --num_synthetic records: x uint8 [n, H, W, C], y int [n]
+  synthetic.npz    --num_synthetic records: x uint8 [n, H, W, C], y int [n]; with --filter_keep_fraction < 1
+                   only the kept share of each class (see dlens_tf.evaluation.filter_by_own_label)
   samples.png      10 samples per class, one row per class
   training.png     epsilon, votes kept per record (and what noise alone keeps), losses against generator
                    steps, and the utility classifier's accuracy per epoch (also written at a time-limited stop);
                    it shows d_loss, so like history.csv it is not differentially private
   summary.json     accuracy (paper and honest protocols), epsilon, delta, generator steps,
                    record-queries, accountant, wall seconds and where they went (time_breakdown: before
-                   training, generator steps, checkpoints, generation, utility classifier), machine,
+                   training, generator steps, checkpoints, generation, filtering, utility classifier), machine,
                    all hyper-parameters
 The privacy step counter is part of every checkpoint, so with --resume epsilon never resets and the
 run as a whole never spends more than the budget; --max_train_seconds stops a long run at a
@@ -54,7 +55,8 @@ from dlens_tf.privacy.accountant import PrivacyAccountant
 import _cli  # apps/_cli.py
 
 # Preset fields a resumed run may change: they touch neither the model nor the DP mechanism.
-_RESUMABLE = ("epsilon", "accountant", "num_synthetic", "eval_epochs", "eval_optimizer", "eval_learning_rate")
+_RESUMABLE = ("epsilon", "accountant", "num_synthetic", "filter_keep_fraction", "filter_epochs", "eval_epochs",
+              "eval_optimizer", "eval_learning_rate")
 _GRID_PER_CLASS = 10
 
 flags.DEFINE_enum("preset", "mnist_quick", sorted(PRESETS), "Named hyper-parameter set (dlens_tf/presets.py).")
@@ -88,11 +90,19 @@ def _resolve_run(run_dir):
         fixed = sorted(k for k, v in overrides.items() if k not in _RESUMABLE and v != getattr(config, k))
         if fixed:
             raise app.UsageError(f"--resume cannot change {fixed}: they define the model or the DP mechanism.")
-        return saved["preset"], saved["partition_seed"], config.replace(**overrides)
+        return saved["preset"], saved["partition_seed"], _replace(config, overrides)
     if os.path.exists(config_path):
         raise app.UsageError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run_dir.")
     partition_seed = FLAGS.seed if FLAGS.seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
-    return FLAGS.preset, partition_seed, get_preset(FLAGS.preset).replace(**overrides)
+    return FLAGS.preset, partition_seed, _replace(get_preset(FLAGS.preset), overrides)
+
+
+def _replace(config, overrides):
+    """`config.replace(**overrides)`, a bad value reported as a usage error before anything runs."""
+    try:
+        return config.replace(**overrides)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
 
 
 class _Checkpoint(keras.callbacks.Callback):
@@ -189,6 +199,10 @@ def main(argv):
     generator_path = os.path.join(run_dir, "generator.keras")
     model.generator.save(generator_path)
     x_syn, y_syn = model.generate(config.num_synthetic, seed=FLAGS.seed)
+    filter_start = time.time()
+    x_syn, y_syn = _cli.filter_synthetic(x_syn, y_syn, num_classes, config.filter_keep_fraction, config.filter_epochs,
+                                         FLAGS.seed)
+    filter_end = time.time()
     np.savez_compressed(os.path.join(run_dir, "synthetic.npz"), x=x_syn, y=y_syn)
     grid_path = os.path.join(run_dir, "samples.png")
     x_grid, y_grid = model.generate(_GRID_PER_CLASS * num_classes,
@@ -202,7 +216,8 @@ def main(argv):
     now = time.time()
     breakdown = dict(before_training=saver.setup_seconds,
                      training_steps=train_seconds - saver.setup_seconds - saver.checkpoint_seconds,
-                     checkpoints=saver.checkpoint_seconds, generation=utility_start - train_end, utility=now - utility_start)
+                     checkpoints=saver.checkpoint_seconds, generation=utility_start - train_end - (filter_end - filter_start),
+                     filtering=filter_end - filter_start, utility=now - utility_start)
     summary = dict(
         preset=preset,
         dataset=config.dataset,
@@ -215,6 +230,7 @@ def main(argv):
         generator_steps=steps,
         max_generator_steps=max_steps,
         record_queries=steps * config.batch_size,
+        synthetic_records=dict(generated=config.num_synthetic, kept=len(x_syn)),
         lost_steps_charged=budget.lost_steps,
         train_seconds=round(train_seconds, 1),
         wall_seconds=round(train_seconds + now - train_end, 1),

@@ -3,6 +3,8 @@
 import dataclasses
 
 from dlens_tf.evaluation import PAPER_PROTOCOL
+from dlens_tf.evaluation.filtering import _check_keep_fraction
+from dlens_tf.evaluation.utility import _OPTIMIZERS, _check_int, _check_positive
 from dlens_tf.models import DataLens, Generator, TeacherEnsemble
 from dlens_tf.privacy import TopAgg
 
@@ -42,6 +44,9 @@ class DataLensPreset:
       vote_pool: TopAgg votes on p x p pixel blocks of the teachers' gradients (see `DataLens`); 1 = pixels.
       vote_output: what the generator follows, "sign" (the paper's votes) or "noisy_sum" (see `DataLens`).
       num_synthetic: synthetic records generated at the end of training.
+      filter_keep_fraction, filter_epochs: post-processing of the synthetic records before they are saved
+        and evaluated: the share of each class kept by `dlens_tf.evaluation.filter_by_own_label`, whose
+        scoring classifier trains for `filter_epochs`; 1 keeps every record (no filter).
       eval_epochs, eval_optimizer, eval_learning_rate: schedule of the utility classifier trained on the
         synthetic records (see `dlens_tf.evaluation.evaluate_synthetic`).
       note: what the preset is for and where its values come from.
@@ -74,10 +79,23 @@ class DataLensPreset:
     vote_pool: int = 1
     vote_output: str = "sign"
     num_synthetic: int = 100_000
+    filter_keep_fraction: float = 1.0
+    filter_epochs: int = 2
     eval_epochs: int = 30
     eval_optimizer: str = "adam"
     eval_learning_rate: float = 1e-3
     note: str = ""
+
+    def __post_init__(self):
+        # build() checks what the model and the mechanism use; the values used only after training are
+        # checked here, so that a bad one fails at once rather than after hours of training.
+        for name in ("num_synthetic", "filter_epochs", "eval_epochs"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_keep_fraction(self.filter_keep_fraction, "filter_keep_fraction")
+        if self.eval_optimizer not in _OPTIMIZERS:
+            raise ValueError(f"Received an invalid value for `eval_optimizer`, expected one of {sorted(_OPTIMIZERS)}. "
+                             f"Received: eval_optimizer={self.eval_optimizer!r}")
+        _check_positive("eval_learning_rate", self.eval_learning_rate)
 
     def replace(self, **overrides):
         """A copy with some values changed; unknown names raise ValueError."""

@@ -1,6 +1,7 @@
 """The absl apps (run as subprocesses at the digits scale) and the presets they read."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -71,6 +72,16 @@ def test_preset_overrides_and_unknown_names():
         get_preset("mnist_eps2")
 
 
+@pytest.mark.parametrize("change", [dict(filter_keep_fraction=0), dict(filter_keep_fraction=1.5), dict(filter_epochs=0),
+                                    dict(eval_epochs=0), dict(num_synthetic=0), dict(eval_optimizer="rmsprop"),
+                                    dict(eval_learning_rate=-1.0), dict(eval_learning_rate=float("nan"))])
+def test_values_used_after_training_are_checked_when_the_preset_is_made(change):
+    """They would otherwise fail only after hours of training."""
+    name = next(iter(change))
+    with pytest.raises(ValueError, match=name):
+        get_preset("mnist_eps1").replace(**change)
+
+
 def test_vote_pool_reaches_the_model():
     assert get_preset("mnist_eps1").vote_pool == 1  # the paper votes on pixels
     model = get_preset("digits_tiny").replace(vote_pool=2, topk=4).build((8, 8, 1), 10, seed=0)
@@ -117,9 +128,10 @@ def test_helpfull_exits_0_and_lists_the_flags():
     expected = {
         "train_datalens.py": ["--preset", "--run_dir", "--resume", "--accountant", "--num_synthetic", "--eval_epochs",
                               "--seed", "--num_teachers", "--topk", "--sigma", "--beta", "--clip", "--epsilon",
-                              "--max_train_seconds", "mnist_eps1", "fmnist_eps10"],
-        "generate.py": ["--generator", "--num", "--out", "--grid", "--seed"],
-        "evaluate.py": ["--data", "--dataset", "--protocol", "--holdout_fraction", "--epochs"],
+                              "--max_train_seconds", "--filter_keep_fraction", "mnist_eps1", "fmnist_eps10"],
+        "generate.py": ["--generator", "--num", "--out", "--grid", "--seed", "--filter_keep_fraction"],
+        "evaluate.py": ["--data", "--dataset", "--protocol", "--holdout_fraction", "--epochs", "--filter_keep_fraction",
+                        "--filter_epochs"],
         "train_dpsgd.py": ["--mechanism", "--epsilon", "--noise_placement", "--sampling", "--output", "--tensorboard_dir"],
         "compression_study.py": ["--compressors", "--rates", "--noise_multipliers", "--output_prefix"],
         "dpsgd_table.py": ["--results", "--out"],
@@ -189,12 +201,13 @@ def test_train_app_writes_the_run_directory(runs, tensorboard_scalars):
     assert summary["generator_steps"] == summary["max_generator_steps"] > 0
     assert summary["record_queries"] == summary["generator_steps"] * preset.batch_size
     assert summary["hyper_parameters"]["num_synthetic"] == 200 and summary["hyper_parameters"]["sigma"] == preset.sigma
+    assert summary["synthetic_records"] == dict(generated=200, kept=200)  # no filter by default
     utility = summary["utility"]
     assert summary["accuracy"] == utility["max_test_accuracy"] and len(utility["history"]) == 2
     assert summary["accuracy_honest"] == utility["honest_accuracy"]
     # Where the wall time went: the parts add up to it, checkpoints counted as train_state.json sums them.
     parts, state = summary["time_breakdown"], json.loads((full / "train_state.json").read_text())
-    assert set(parts) == {"before_training", "training_steps", "checkpoints", "generation", "utility"}
+    assert set(parts) == {"before_training", "training_steps", "checkpoints", "generation", "filtering", "utility"}
     assert min(parts.values()) >= 0 and sum(parts.values()) == pytest.approx(summary["wall_seconds"], abs=0.3)
     assert state["checkpoint_seconds"] > 0 and parts["checkpoints"] == round(state["checkpoint_seconds"], 1)
     assert parts["before_training"] == round(state["setup_seconds"], 1)
@@ -247,11 +260,23 @@ def test_train_app_refuses_unsafe_restarts(runs, tmp_path):
     again = run_app("train_datalens.py", *TINY, f"--run_dir={run_dir}")
     assert again.returncode != 0 and "already holds a run" in again.stderr
     # The budget is spent: resuming trains nothing more and reports the same epsilon.
-    more = run_app("train_datalens.py", "--resume", f"--run_dir={run_dir}", "--eval_epochs=1")
+    # Post-processing may change on resume: here the own-label filter keeps half of each class.
+    unfiltered = np.load(run_dir / "synthetic.npz")["x"]
+    more = run_app("train_datalens.py", "--resume", f"--run_dir={run_dir}", "--eval_epochs=1",
+                   "--filter_keep_fraction=0.5")
     assert more.returncode == 0, more.stderr[-2000:]
-    assert "no training" in more.stdout
+    assert "no training" in more.stdout and "own-label filter: kept 100 of 200 records" in more.stdout
     after = json.loads((run_dir / "summary.json").read_text())
     assert (after["generator_steps"], after["epsilon"]) == (before["generator_steps"], before["epsilon"])
+    assert after["synthetic_records"] == dict(generated=200, kept=100) and after["time_breakdown"]["filtering"] > 0
+    assert after["utility"]["config"]["num_train"] + after["utility"]["config"]["num_holdout"] == 100
+    filtered = np.load(run_dir / "synthetic.npz")
+    np.testing.assert_array_equal(np.bincount(filtered["y"]), np.full(10, 10))
+    assert {r.tobytes() for r in filtered["x"]} <= {r.tobytes() for r in unfiltered}  # the same generator's records
+    # A bad value fails at once, before any training.
+    bad = run_app("train_datalens.py", *TINY, f"--run_dir={tmp_path / 'bad'}", "--filter_keep_fraction=1.5")
+    assert bad.returncode != 0 and "filter_keep_fraction" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad" / "config.json").exists()
 
 
 def test_a_killed_run_is_charged_for_its_steps_after_the_last_checkpoint(runs):
@@ -267,13 +292,21 @@ def test_a_killed_run_is_charged_for_its_steps_after_the_last_checkpoint(runs):
 
 def test_generate_app_samples_the_saved_generator(runs, tmp_path):
     full, _, _, _ = runs
-    out = tmp_path / "gen" / "s.npz"
-    result = run_app("generate.py", f"--generator={full / 'generator.keras'}", "--num=30", f"--out={out}", "--seed=3")
-    assert result.returncode == 0, result.stderr[-2000:]
+    out, filtered = tmp_path / "gen" / "s.npz", tmp_path / "gen" / "f.npz"
+    processes = [start("generate.py", f"--generator={full / 'generator.keras'}", "--num=30", f"--out={out}", "--seed=3"),
+                 start("generate.py", f"--generator={full / 'generator.keras'}", "--num=30", f"--out={filtered}",
+                       "--seed=3", "--filter_keep_fraction=0.5", "--grid=none")]
+    for result in map(finish, processes):
+        assert result.returncode == 0, result.stderr[-2000:]
     sample = np.load(out)
     assert sample["x"].shape == (30, 8, 8, 1) and sample["x"].dtype == np.uint8
     np.testing.assert_array_equal(sample["y"], np.arange(30) % 10)
     assert np.asarray(Image.open(tmp_path / "gen" / "s.png")).shape[0] == 2 * (10 * 9 + 1)
+    # The filter keeps ceil(0.5 * 3) = 2 of each class's 3 records, out of the same seeded sample.
+    kept = np.load(filtered)
+    np.testing.assert_array_equal(np.bincount(kept["y"]), np.full(10, 2))
+    assert {r.tobytes() for r in kept["x"]} <= {r.tobytes() for r in sample["x"]}
+    assert not (tmp_path / "gen" / "f.png").exists()
 
 
 def test_evaluate_app_writes_both_protocols(tmp_path):
@@ -289,6 +322,16 @@ def test_evaluate_app_writes_both_protocols(tmp_path):
     assert report["honest_selection"] == "synthetic_holdout"
     assert report["honest_accuracy"] > 0.3  # real digits as "synthetic" data: far above chance (0.1)
     assert "paper protocol" in result.stdout
+    assert report["filter"] == dict(keep_fraction=1.0, epochs=2, records=len(x), kept=len(x))
+    filtered = run_app("evaluate.py", f"--data={tmp_path / 'syn.npz'}", "--dataset=digits", "--epochs=1",
+                       "--seed=0", f"--out={out}", "--filter_keep_fraction=0.5", "--filter_epochs=1")
+    assert filtered.returncode == 0, filtered.stderr[-2000:]
+    report = json.loads(out.read_text())
+    kept = sum(math.ceil(0.5 * n) for n in np.bincount(y))
+    assert report["filter"] == dict(keep_fraction=0.5, epochs=1, records=len(x), kept=kept)
+    assert report["config"]["num_train"] + report["config"]["num_holdout"] == kept
+    bad = run_app("evaluate.py", f"--data={tmp_path / 'syn.npz'}", "--filter_keep_fraction=0")
+    assert bad.returncode != 0 and "--filter_keep_fraction must be in (0, 1]" in bad.stderr
 
 
 def _grouped_after(imports):

@@ -1,5 +1,6 @@
-"""Utility of synthetic data (train on synthetic, test on real), sample grids and training plots."""
+"""Utility of synthetic data (train on synthetic, test on real), an own-label filter, sample grids and plots."""
 
+from dlens_tf.evaluation.filtering import filter_by_own_label, keep_best_per_class, own_label_scores
 from dlens_tf.evaluation.grid import image_grid, save_image_grid
 from dlens_tf.evaluation.plots import read_history, save_training_plot
 from dlens_tf.evaluation.utility import (
@@ -15,7 +16,10 @@ __all__ = [
     "PAPER_PROTOCOL",
     "UtilityResult",
     "evaluate_synthetic",
+    "filter_by_own_label",
     "image_grid",
+    "keep_best_per_class",
+    "own_label_scores",
     "read_history",
     "save_image_grid",
     "save_training_plot",

@@ -142,11 +142,7 @@ def evaluate_synthetic(
         )
     _check_int("epochs", epochs, minimum=1)
     _check_int("batch_size", batch_size, minimum=1)
-    if not isinstance(learning_rate, (int, float)) or not math.isfinite(learning_rate) or learning_rate <= 0:
-        raise ValueError(
-            "Received an invalid value for `learning_rate`, expected a positive number. "
-            f"Received: learning_rate={learning_rate!r}"
-        )
+    _check_positive("learning_rate", learning_rate)
     if optimizer not in _OPTIMIZERS:
         raise ValueError(
             f"Received an invalid value for `optimizer`, expected one of {sorted(_OPTIMIZERS)}. "
@@ -255,6 +251,11 @@ def _check_int(name, value, minimum):
         raise ValueError(
             f"Received an invalid value for `{name}`, expected an integer >= {minimum}. Received: {name}={value!r}"
         )
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"Received an invalid value for `{name}`, expected a positive number. Received: {name}={value!r}")
 
 
 def _validate_images_labels(x_name, y_name, x, y, num_classes):
