@@ -45,7 +45,7 @@ def main(argv):
     num_classes = int(max(y_syn.max(), y_test.max())) + 1
     generated = len(x_syn)
     x_syn, y_syn = _cli.filter_synthetic(x_syn, y_syn, num_classes, FLAGS.filter_keep_fraction, FLAGS.filter_epochs,
-                                   FLAGS.seed)
+                                         FLAGS.seed)
     schedule = dict(_PROTOCOLS[FLAGS.protocol])
     for name in ("epochs", "batch_size", "learning_rate", "optimizer"):
         if FLAGS[name].value is not None:
