@@ -262,7 +262,7 @@ def test_train_app_refuses_unsafe_restarts(runs, tmp_path):
     # The budget is spent: resuming trains nothing more and reports the same epsilon.
     # Post-processing may change on resume: here the own-label filter keeps half of each class.
     unfiltered = np.load(run_dir / "synthetic.npz")["x"]
-    more = run_app("train_datalens.py", "--resume", f"--run_dir={run_dir}", "--eval_epochs=1",
+    more = run_app("train_datalens.py", "--resume", f"--run_dir={run_dir}", "--seed=0", "--eval_epochs=1",
                    "--filter_keep_fraction=0.5")
     assert more.returncode == 0, more.stderr[-2000:]
     assert "no training" in more.stdout and "own-label filter: kept 100 of 200 records" in more.stdout
@@ -272,7 +272,7 @@ def test_train_app_refuses_unsafe_restarts(runs, tmp_path):
     assert after["utility"]["config"]["num_train"] + after["utility"]["config"]["num_holdout"] == 100
     filtered = np.load(run_dir / "synthetic.npz")
     np.testing.assert_array_equal(np.bincount(filtered["y"]), np.full(10, 10))
-    assert {r.tobytes() for r in filtered["x"]} <= {r.tobytes() for r in unfiltered}  # the same generator's records
+    assert {r.tobytes() for r in filtered["x"]} <= {r.tobytes() for r in unfiltered}  # the same seeded records
     # A bad value fails at once, before any training.
     bad = run_app("train_datalens.py", *TINY, f"--run_dir={tmp_path / 'bad'}", "--filter_keep_fraction=1.5")
     assert bad.returncode != 0 and "filter_keep_fraction" in bad.stderr and "Traceback" not in bad.stderr
