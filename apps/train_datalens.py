@@ -202,7 +202,7 @@ def main(argv):
     filter_start = time.time()
     x_syn, y_syn = _cli.filter_synthetic(x_syn, y_syn, num_classes, config.filter_keep_fraction, config.filter_epochs,
                                          FLAGS.seed)
-    filter_end = time.time()
+    filter_seconds = time.time() - filter_start
     np.savez_compressed(os.path.join(run_dir, "synthetic.npz"), x=x_syn, y=y_syn)
     grid_path = os.path.join(run_dir, "samples.png")
     x_grid, y_grid = model.generate(_GRID_PER_CLASS * num_classes,
@@ -216,8 +216,8 @@ def main(argv):
     now = time.time()
     breakdown = dict(before_training=saver.setup_seconds,
                      training_steps=train_seconds - saver.setup_seconds - saver.checkpoint_seconds,
-                     checkpoints=saver.checkpoint_seconds, generation=utility_start - train_end - (filter_end - filter_start),
-                     filtering=filter_end - filter_start, utility=now - utility_start)
+                     checkpoints=saver.checkpoint_seconds, generation=utility_start - train_end - filter_seconds,
+                     filtering=filter_seconds, utility=now - utility_start)
     summary = dict(
         preset=preset,
         dataset=config.dataset,

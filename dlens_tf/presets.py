@@ -4,7 +4,7 @@ import dataclasses
 
 from dlens_tf.evaluation import PAPER_PROTOCOL
 from dlens_tf.evaluation.filtering import _check_keep_fraction
-from dlens_tf.evaluation.utility import _OPTIMIZERS, _check_int, _check_positive
+from dlens_tf.evaluation.utility import _check_int, _check_optimizer, _check_positive
 from dlens_tf.models import DataLens, Generator, TeacherEnsemble
 from dlens_tf.privacy import TopAgg
 
@@ -92,9 +92,7 @@ class DataLensPreset:
         for name in ("num_synthetic", "filter_epochs", "eval_epochs"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_keep_fraction(self.filter_keep_fraction, "filter_keep_fraction")
-        if self.eval_optimizer not in _OPTIMIZERS:
-            raise ValueError(f"Received an invalid value for `eval_optimizer`, expected one of {sorted(_OPTIMIZERS)}. "
-                             f"Received: eval_optimizer={self.eval_optimizer!r}")
+        _check_optimizer("eval_optimizer", self.eval_optimizer)
         _check_positive("eval_learning_rate", self.eval_learning_rate)
 
     def replace(self, **overrides):

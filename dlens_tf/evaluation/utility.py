@@ -143,11 +143,7 @@ def evaluate_synthetic(
     _check_int("epochs", epochs, minimum=1)
     _check_int("batch_size", batch_size, minimum=1)
     _check_positive("learning_rate", learning_rate)
-    if optimizer not in _OPTIMIZERS:
-        raise ValueError(
-            f"Received an invalid value for `optimizer`, expected one of {sorted(_OPTIMIZERS)}. "
-            f"Received: optimizer={optimizer!r}"
-        )
+    _check_optimizer("optimizer", optimizer)
     if not isinstance(holdout_fraction, (int, float)) or not 0 <= holdout_fraction < 1:
         raise ValueError(
             "Received an invalid value for `holdout_fraction`, expected a number in [0, 1). "
@@ -251,6 +247,12 @@ def _check_int(name, value, minimum):
         raise ValueError(
             f"Received an invalid value for `{name}`, expected an integer >= {minimum}. Received: {name}={value!r}"
         )
+
+
+def _check_optimizer(name, value):
+    if value not in _OPTIMIZERS:
+        raise ValueError(f"Received an invalid value for `{name}`, expected one of {sorted(_OPTIMIZERS)}. "
+                         f"Received: {name}={value!r}")
 
 
 def _check_positive(name, value):
