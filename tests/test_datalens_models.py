@@ -574,6 +574,31 @@ def test_a_graph_step_holds_one_shard_of_working_memory():
     assert excess < 0.5, out.stdout
 
 
+_BUILD_MEMORY = """
+from dlens_tf.models import TeacherEnsemble
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096  # noqa: E731
+before = rss()
+ens = TeacherEnsemble(500, (28, 28, 1), 10, shared_init=True, seed=0)
+peak = [int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+stored = sum(v.shape.num_elements() * v.dtype.size for v in ens.variables)
+print("excess", (peak - before - stored) / stored, (rss() - before - stored) / stored, ens.weight_dtype)
+"""
+
+
+@pytest.mark.xdist_group("memory")  # the memory-measuring subprocesses run one at a time
+def test_building_shared_init_teachers_touches_little_beyond_their_state():
+    """500 paper-size bfloat16 teachers in a fresh process: peak and resident memory over the stored state.
+
+    Broadcasting the shared float32 initial weights to a shard before casting them left 0.43 of the
+    state's size resident (measured; 2.4 GB more peak RSS and 30 s more start-up at 4000 teachers,
+    where first-touched memory is slow); casting first, 0.08.
+    """
+    out = subprocess.run([sys.executable, "-c", _BUILD_MEMORY], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    peak, resident, dtype = out.stdout.split()[-3:]
+    assert dtype == "bfloat16" and float(peak) < 0.2 and float(resident) < 0.2, out.stdout
+
+
 def test_batch_norm_uses_each_batchs_own_statistics():
     ens = _ensemble(weight_dtype="float32", batch_norm=True)
     real_x, real_y, fake_x, fake_y = _batch(2)

@@ -587,12 +587,13 @@ class TeacherEnsemble(keras.Model):
         params, first, second = [], [], []
         for j, (name, shape) in enumerate(self._shapes):
             full = (n,) + shape
-            if name.endswith("kernel") and self.shared_init:
-                init = tf.broadcast_to(tf.random.stateless_normal(shape, [self._init_seed, j], stddev=_INIT_STDDEV), full)
+            if name.endswith("kernel") and self.shared_init:  # cast, then broadcast: no float32 copy of the shard
+                one = tf.random.stateless_normal(shape, [self._init_seed, j], stddev=_INIT_STDDEV)
+                init = tf.broadcast_to(tf.cast(one, dtype), full)
             elif name.endswith("kernel"):
                 init = tf.random.stateless_normal(full, [self._init_seed, index * 64 + j], stddev=_INIT_STDDEV)
             else:
-                init = tf.ones(full) if name.endswith("scale") else tf.zeros(full)
+                init = tf.ones(full, dtype) if name.endswith("scale") else tf.zeros(full, dtype)
             params.append(tf.Variable(tf.cast(init, dtype), trainable=False, name=f"shard{index}/{name}"))
             if self.beta_1 > 0:
                 first.append(tf.Variable(tf.zeros(full, dtype), trainable=False, name=f"shard{index}/{name}_m"))
