@@ -25,8 +25,8 @@ directory receives:
                    it shows d_loss, so like history.csv it is not differentially private
   summary.json     accuracy (paper and honest protocols), epsilon, delta, generator steps,
                    record-queries, accountant, wall seconds and where they went (time_breakdown: before
-                   training, generator steps, checkpoints, generation, filtering, utility classifier), machine,
-                   all hyper-parameters
+                   training, generator steps, checkpoints, generation, filtering, utility classifier), peak
+                   resident memory (peak_rss_gb, the largest of a resumed run's parts), machine, all hyper-parameters
 The privacy step counter is part of every checkpoint, so with --resume epsilon never resets and the
 run as a whole never spends more than the budget; --max_train_seconds stops a long run at a
 checkpoint for a later --resume. Without --seed the DP noise is seeded from OS entropy (and not
@@ -36,6 +36,7 @@ recorded); the teacher partition always has a recorded seed so that a resumed ru
 import json
 import os
 import platform
+import resource
 import time
 
 import dlens_tf  # first: it turns on TF's oneDNN kernels, which must happen before TensorFlow loads
@@ -119,6 +120,11 @@ class _Checkpoint(keras.callbacks.Callback):
         self.seconds_before, self.start, self.last = state.get("seconds", 0.0), start, time.time()
         self.setup_seconds = state.get("setup_seconds", 0.0) + time.time() - start
         self.checkpoint_seconds = state.get("checkpoint_seconds", 0.0)
+        self.earlier_peak_rss_gb = state.get("peak_rss_gb", 0.0)
+
+    def peak_rss_gb(self):
+        """The largest resident memory of any part of the run so far."""
+        return max(self.earlier_peak_rss_gb, _peak_rss_gb())
 
     def save(self):
         begin = time.time()
@@ -127,7 +133,8 @@ class _Checkpoint(keras.callbacks.Callback):
         self.checkpoint_seconds += time.time() - begin
         with open(self.state_path, "w") as f:
             json.dump(dict(seconds=self.seconds_before + time.time() - self.start, generator_steps=steps,
-                           setup_seconds=self.setup_seconds, checkpoint_seconds=self.checkpoint_seconds), f)
+                           setup_seconds=self.setup_seconds, checkpoint_seconds=self.checkpoint_seconds,
+                           peak_rss_gb=self.peak_rss_gb()), f)
         self.last = time.time()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -235,6 +242,7 @@ def main(argv):
         train_seconds=round(train_seconds, 1),
         wall_seconds=round(train_seconds + now - train_end, 1),
         time_breakdown={key: round(value, 1) for key, value in breakdown.items()},
+        peak_rss_gb=round(saver.peak_rss_gb(), 2),
         machine=_machine(model),
         seed=FLAGS.seed,
         partition_seed=partition_seed,
@@ -252,7 +260,7 @@ def main(argv):
           f"epochs), {utility.honest_accuracy:.4f} (honest: epoch chosen on held-out synthetic data)\n"
           f"wall time: {summary['wall_seconds'] / 60:.1f} min ("
           + ", ".join(f"{key.replace('_', ' ')} {value / 60:.1f}" for key, value in summary["time_breakdown"].items())
-          + f")\nsamples: {grid_path}\ncurves: {plot_path}\nsummary: {os.path.join(run_dir, 'summary.json')}", flush=True)
+          + f"), peak memory {summary['peak_rss_gb']:.1f} GB\nsamples: {grid_path}\ncurves: {plot_path}\nsummary: {os.path.join(run_dir, 'summary.json')}", flush=True)
 
 
 def _save_plot(run_dir, model, config, utility_history=None):
@@ -262,6 +270,16 @@ def _save_plot(run_dir, model, config, utility_history=None):
     save_training_plot(path, read_history(os.path.join(run_dir, "history.csv")), epsilon_budget=config.epsilon,
                        noise_only_votes=noise_only, utility_history=utility_history)
     return path
+
+
+def _peak_rss_gb():
+    """This process's peak resident memory in GB (VmHWM; ru_maxrss where /proc is missing)."""
+    if os.path.exists("/proc/self/status"):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # kB on Linux
 
 
 def _machine(model):

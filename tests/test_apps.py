@@ -211,6 +211,8 @@ def test_train_app_writes_the_run_directory(runs, tensorboard_scalars):
     assert min(parts.values()) >= 0 and sum(parts.values()) == pytest.approx(summary["wall_seconds"], abs=0.3)
     assert state["checkpoint_seconds"] > 0 and parts["checkpoints"] == round(state["checkpoint_seconds"], 1)
     assert parts["before_training"] == round(state["setup_seconds"], 1)
+    # Peak memory: this process's VmHWM, at least what the last checkpoint recorded.
+    assert 0.1 < state["peak_rss_gb"] and round(state["peak_rss_gb"], 2) <= summary["peak_rss_gb"] < 64
 
     synthetic = np.load(full / "synthetic.npz")
     assert synthetic["x"].shape == (200, 8, 8, 1) and synthetic["x"].dtype == np.uint8
@@ -229,6 +231,7 @@ def test_train_app_writes_the_run_directory(runs, tensorboard_scalars):
     assert "epsilon spent" in out and "utility on real digits test" in out and str(full / "samples.png") in out
     assert f"curves: {full / 'training.png'}" in out
     assert "wall time: " in out and "min (before training " in out and ", utility " in out
+    assert f"peak memory {summary['peak_rss_gb']:.1f} GB" in out
     assert "teacher pre-training step 2/2" in out and "pre-training" not in results["resumed"].stdout
 
 
@@ -242,6 +245,7 @@ def test_resumed_run_equals_an_uninterrupted_one(runs, tensorboard_scalars):
     # Both parts' start-up and checkpoints are in the time breakdown, whose parts add up to the wall time.
     parts = b["time_breakdown"]
     assert min(parts.values()) >= 0 and sum(parts.values()) == pytest.approx(b["wall_seconds"], abs=0.3)
+    assert b["peak_rss_gb"] > 0.1
     # TensorBoard's curves continue across the parts: steps counted in generator steps, not in fit's epochs.
     rows = [row.split(",") for row in (resumed / "history.csv").read_text().splitlines()[1:]]
     curve = tensorboard_scalars(resumed / "tensorboard", "epsilon")
