@@ -591,10 +591,11 @@ class TeacherEnsemble(keras.Model):
                 one = tf.random.stateless_normal(shape, [self._init_seed, j], stddev=_INIT_STDDEV)
                 init = tf.broadcast_to(tf.cast(one, dtype), full)
             elif name.endswith("kernel"):
-                init = tf.random.stateless_normal(full, [self._init_seed, index * 64 + j], stddev=_INIT_STDDEV)
+                init = tf.cast(tf.random.stateless_normal(full, [self._init_seed, index * 64 + j], stddev=_INIT_STDDEV),
+                               dtype)
             else:
                 init = tf.ones(full, dtype) if name.endswith("scale") else tf.zeros(full, dtype)
-            params.append(tf.Variable(tf.cast(init, dtype), trainable=False, name=f"shard{index}/{name}"))
+            params.append(tf.Variable(init, trainable=False, name=f"shard{index}/{name}"))
             if self.beta_1 > 0:
                 first.append(tf.Variable(tf.zeros(full, dtype), trainable=False, name=f"shard{index}/{name}_m"))
             if self._factored(shape):
