@@ -49,7 +49,7 @@ from tensorflow import keras
 from dlens_tf import data
 from dlens_tf.callbacks import BudgetExhaustedError, BudgetProgress
 from dlens_tf.evaluation import evaluate_synthetic, read_history, save_image_grid, save_training_plot
-from dlens_tf.models import restore_checkpoint
+from dlens_tf.models import restore_checkpoint, save_checkpoint
 from dlens_tf.presets import PRESETS, DataLensPreset, get_preset
 from dlens_tf.privacy.accountant import PrivacyAccountant
 
@@ -129,7 +129,7 @@ class _Checkpoint(keras.callbacks.Callback):
     def save(self):
         begin = time.time()
         steps = int(self.model.privacy_steps.numpy())
-        self.manager.save(checkpoint_number=steps)
+        save_checkpoint(self.manager, checkpoint_number=steps)  # on disk, not in the page cache
         self.checkpoint_seconds += time.time() - begin
         with open(self.state_path, "w") as f:
             json.dump(dict(seconds=self.seconds_before + time.time() - self.start, generator_steps=steps,

@@ -1,5 +1,8 @@
 """TeacherEnsemble, Generator and DataLens: isolation, reference equivalence, training, save/resume, errors."""
 
+import ctypes
+import glob
+import mmap
 import os
 import subprocess
 import sys
@@ -10,7 +13,8 @@ import tensorflow as tf
 from tensorflow import keras
 
 from dlens_tf.data import load
-from dlens_tf.models import DataLens, Generator, TeacherEnsemble, build_discriminator, restore_checkpoint
+from dlens_tf.models import (DataLens, Generator, TeacherEnsemble, build_discriminator, restore_checkpoint,
+                             save_checkpoint)
 from dlens_tf.models.teachers import grouped_convolution_supported, translate
 from dlens_tf.privacy.topagg import TopAgg, compress, topagg_noise_multiplier
 
@@ -440,6 +444,64 @@ def test_restore_checkpoint_equals_the_saved_model_and_its_next_step(digits, tmp
     assert set(a) == set(b) == set(saved) and b["model/privacy_steps/.ATTRIBUTES/VARIABLE_VALUE"] == 3
     for key in a:
         np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+
+
+def _cached_fraction(path):
+    """The share of a file's pages that are in the OS page cache (mincore of a mapping of it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = os.path.getsize(path)
+    pages = -(-size // mmap.PAGESIZE)
+    resident = (ctypes.c_ubyte * pages)()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert address not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            assert libc.mincore(address, size, resident) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            libc.munmap(address, size)
+    finally:
+        os.close(fd)
+    return sum(r & 1 for r in resident) / pages
+
+
+def _filesystem(path):
+    """The type of the filesystem holding `path` (Linux's /proc/self/mounts; the longest matching mount point)."""
+    with open("/proc/self/mounts") as f:
+        mounts = [line.split()[1:3] for line in f]
+    path = os.path.realpath(path)
+    return max(((point, kind) for point, kind in mounts if path == point or path.startswith(point.rstrip("/") + "/")),
+               key=lambda m: len(m[0]))[1]
+
+
+@pytest.mark.skipif(not (hasattr(os, "posix_fadvise") and os.path.exists("/proc/self/mounts")),
+                    reason="Linux only: elsewhere save_checkpoint is a plain save")
+def test_save_checkpoint_writes_through_the_page_cache_and_restore_leaves_it(tmp_path):
+    """The manager's checkpoint, on disk and not in the page cache, where a plain save leaves it cached."""
+    if _filesystem(tmp_path) == "tmpfs":
+        pytest.skip("a tmpfs file lives in the page cache")
+    values = tf.random.stateless_uniform([4, 1 << 20], [0, 1])  # 16 MiB
+    variable = tf.Variable(values)
+    checkpoint = tf.train.Checkpoint(v=variable)
+    data = lambda path: glob.glob(path + ".data-*")[0]  # noqa: E731
+    plain = tf.train.CheckpointManager(checkpoint, str(tmp_path / "plain"), max_to_keep=1).save()
+    assert _cached_fraction(data(plain)) > 0.9  # the measurement sees TF's copy in the cache
+    manager = tf.train.CheckpointManager(checkpoint, str(tmp_path / "through"), max_to_keep=1)
+    for number in (3, 4):
+        path = save_checkpoint(manager, checkpoint_number=number)
+        assert path == manager.latest_checkpoint == str(tmp_path / "through" / f"ckpt-{number}")
+        assert _cached_fraction(data(path)) < 0.1
+    assert manager.checkpoints == [path]  # max_to_keep=1 deleted ckpt-3
+    variable.assign(tf.zeros_like(values))
+    restore_checkpoint(checkpoint, path)
+    np.testing.assert_array_equal(variable.numpy(), values.numpy())
+    assert _cached_fraction(data(path)) < 0.1
+    with pytest.raises(ValueError, match="expected a tf.train.CheckpointManager. Received: Checkpoint"):
+        save_checkpoint(checkpoint)
 
 
 def test_restore_checkpoint_rejects_a_checkpoint_that_does_not_match(tmp_path):
