@@ -96,8 +96,8 @@ def save_checkpoint(manager, checkpoint_number=None):
     The checkpoint and its format are `tf.train.CheckpointManager`'s; only the way its bytes reach the disk
     changes: a helper thread flushes the files under `manager.directory` (`fdatasync`) and drops them from
     the page cache (`POSIX_FADV_DONTNEED`) every 0.1 s while TF writes them, and once more at the end. So
-    the save returns with the checkpoint on disk, and the page cache never holds more than about 0.1 s of
-    writing. Where the OS lacks `posix_fadvise` it is a plain `manager.save`.
+    the save returns with the checkpoint on disk, and the page cache holds only what TF wrote since the
+    thread's last pass. Where the OS lacks `posix_fadvise` it is a plain `manager.save`.
 
     Args:
       manager: a `tf.train.CheckpointManager`.
