@@ -54,7 +54,8 @@ class DataLens(PrivateModel):
     remaining of `pretrain_steps` teacher pre-training steps (the paper uses 10). Checkpoints
     (`save_weights` / `tf.train.Checkpoint`) hold the generator, the teachers, both optimizers' state,
     `privacy_steps`, the pre-training progress and the RNG states, so a resumed run continues all;
-    `restore_checkpoint` resumes one with a variable at a time in memory, not the whole checkpoint.
+    `restore_checkpoint` resumes one with a variable at a time in memory, not the whole checkpoint, and
+    `dlens_tf.models.save_checkpoint(manager)` saves one to disk without a page-cache copy of it.
 
     Args:
       generator: a `Generator` (or its serialised config).
