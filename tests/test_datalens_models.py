@@ -502,6 +502,10 @@ def test_save_checkpoint_writes_through_the_page_cache_and_restore_leaves_it(tmp
     assert _cached_fraction(data(path)) < 0.1
     with pytest.raises(ValueError, match="expected a tf.train.CheckpointManager. Received: Checkpoint"):
         save_checkpoint(checkpoint)
+    for number in (-1, 2.5, "3", True):
+        with pytest.raises(ValueError, match=f"expected None or an integer >= 0. Received: checkpoint_number={number!r}"):
+            save_checkpoint(manager, checkpoint_number=number)
+    assert manager.checkpoints == [path]
 
 
 def test_restore_checkpoint_rejects_a_checkpoint_that_does_not_match(tmp_path):

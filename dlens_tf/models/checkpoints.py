@@ -14,6 +14,7 @@ cache as it is written (`save_checkpoint`), so the kernel reuses the same few pa
 
 import contextlib
 import glob
+import numbers
 import os
 import threading
 
@@ -101,7 +102,7 @@ def save_checkpoint(manager, checkpoint_number=None):
 
     Args:
       manager: a `tf.train.CheckpointManager`.
-      checkpoint_number: as for `manager.save`.
+      checkpoint_number: None (the manager's save counter) or an integer >= 0, as for `manager.save`.
 
     Returns:
       The path of the new checkpoint, as `manager.save`.
@@ -109,6 +110,12 @@ def save_checkpoint(manager, checkpoint_number=None):
     if not isinstance(manager, tf.train.CheckpointManager):
         raise ValueError(f"Received an invalid value for `manager`, expected a tf.train.CheckpointManager. "
                          f"Received: {type(manager).__name__}")
+    if checkpoint_number is not None and (isinstance(checkpoint_number, bool) or not isinstance(
+            checkpoint_number, numbers.Integral) or checkpoint_number < 0):
+        raise ValueError(f"Received an invalid value for `checkpoint_number`, expected None or an integer >= 0. "
+                         f"Received: checkpoint_number={checkpoint_number!r}")
+    if not hasattr(os, "posix_fadvise"):  # nothing to drop: no helper thread
+        return manager.save(checkpoint_number=checkpoint_number)
     os.makedirs(manager.directory, exist_ok=True)
     with _written_through(manager.directory):
         return manager.save(checkpoint_number=checkpoint_number)
