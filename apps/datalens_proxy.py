@@ -137,13 +137,24 @@ def main(_):
     if not valid:
         raise app.UsageError(f"--ema_momentum: expected numbers in [0, 1). Received: {FLAGS.ema_momentum}")
     topagg = TopAgg(full.topk, full.sigma, full.beta, clip=full.clip)
-    steps = FLAGS.steps if FLAGS.steps is not None else PrivacyAccountant(full.accountant).max_compositions(
-        topagg.dp_event(full.batch_size), full.epsilon, full.delta)
-    proxy = full.replace(num_teachers=n, sigma=full.sigma * n / full.num_teachers)
+    schedule = full.noise_schedule()
+    if FLAGS.steps is not None:
+        steps = FLAGS.steps
+    elif schedule is not None:
+        steps = schedule.steps
+    else:
+        steps = PrivacyAccountant(full.accountant).max_compositions(topagg.dp_event(full.batch_size), full.epsilon,
+                                                                    full.delta)
+    scale = n / full.num_teachers
+    proxy = full.replace(num_teachers=n, sigma=full.sigma * scale)
+    if schedule is not None:
+        proxy = proxy.replace(sigma_end=full.sigma_end * scale, ramp_steps=schedule.steps)
     # sigma / N is the proxy's as the full run's, so noise alone keeps as many coordinates.
     noise_floor = topagg.noise_only_keep_rate(full.num_teachers) * np.prod(x.shape[1:]) / full.vote_pool ** 2
     print(f"{FLAGS.preset} proxy: {n} teachers x {per_teacher} records, sigma {proxy.sigma:g} (full: "
-          f"{full.num_teachers} x {per_teacher}, sigma {full.sigma:g}), k={full.topk}, beta={full.beta}, "
+          f"{full.num_teachers} x {per_teacher}, sigma {full.sigma:g}"
+          f"{'' if schedule is None else f' to {full.sigma_end:g} over {schedule.steps} steps'}), k={full.topk}, "
+          f"beta={full.beta}, "
           f"{steps} generator steps; noise alone keeps {noise_floor:.0f} coordinates per record", flush=True)
 
     keras.utils.set_random_seed(FLAGS.seed)

@@ -95,7 +95,10 @@ def _resolve_run(run_dir):
     if os.path.exists(config_path):
         raise app.UsageError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run_dir.")
     partition_seed = FLAGS.seed if FLAGS.seed is not None else int(np.random.SeedSequence().generate_state(1)[0])
-    return FLAGS.preset, partition_seed, _replace(get_preset(FLAGS.preset), overrides)
+    config = _replace(get_preset(FLAGS.preset), overrides)
+    if config.sigma_end is not None and not config.ramp_steps:  # fixed now: a resumed run keeps this schedule
+        config = _replace(config, dict(ramp_steps=config.noise_schedule().steps))
+    return FLAGS.preset, partition_seed, config
 
 
 def _replace(config, overrides):
@@ -176,8 +179,7 @@ def main(argv):
         print(f"resumed {manager.latest_checkpoint}: {int(model.privacy_steps.numpy())} generator steps spent",
               flush=True)
 
-    event = model.dp_event_per_step()
-    max_steps = PrivacyAccountant(config.accountant).max_compositions(event, config.epsilon, config.delta)
+    max_steps = PrivacyAccountant(config.accountant).max_steps(model.dp_event_of_steps, config.epsilon, config.delta)
     budget = dlens_tf.PrivacyBudget(config.epsilon, config.delta, accountant=config.accountant,
                                     ledger=os.path.join(run_dir, "privacy_ledger.json"))
     progress = BudgetProgress(budget, FLAGS.log_every_seconds, FLAGS.max_train_seconds,

@@ -6,7 +6,7 @@ from dlens_tf.evaluation import PAPER_PROTOCOL
 from dlens_tf.evaluation.filtering import _check_keep_fraction
 from dlens_tf.evaluation.utility import _check_int, _check_optimizer, _check_positive
 from dlens_tf.models import DataLens, Generator, TeacherEnsemble
-from dlens_tf.privacy import TopAgg
+from dlens_tf.privacy import GeometricNoiseSchedule, TopAgg, longest_geometric_schedule, topagg_dp_event
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,7 +17,11 @@ class DataLensPreset:
       dataset: a `dlens_tf.data.load` name.
       num_teachers: teacher discriminators, each trained on its own disjoint shard.
       topk: coordinates each teacher keeps per record (TopkStoSignGrad's k).
-      sigma: standard deviation of TopAgg's Gaussian noise on the vote counts.
+      sigma: standard deviation of TopAgg's Gaussian noise on the vote counts (of the first step, with `sigma_end`).
+      sigma_end: None (every step has `sigma`), or the noise of the last step of a geometric ramp from `sigma`
+        (`dlens_tf.privacy.GeometricNoiseSchedule`); the budget then pays each step's own noise.
+      ramp_steps: the ramp's length in generator steps; 0 = the longest ramp the budget allows
+        (`noise_schedule()`; `apps/train_datalens.py` records the resolved length in the run's config).
       beta: voting threshold as a fraction of `num_teachers`.
       clip: TopkStoSignGrad's clip c, or None (no clipping).
       z_dim: latent size of the generator.
@@ -78,6 +82,8 @@ class DataLensPreset:
     generator_beta_1: float | None = None
     vote_pool: int = 1
     vote_output: str = "sign"
+    sigma_end: float | None = None
+    ramp_steps: int = 0
     num_synthetic: int = 100_000
     filter_keep_fraction: float = 1.0
     filter_epochs: int = 2
@@ -94,6 +100,9 @@ class DataLensPreset:
         _check_keep_fraction(self.filter_keep_fraction, "filter_keep_fraction")
         _check_optimizer("eval_optimizer", self.eval_optimizer)
         _check_positive("eval_learning_rate", self.eval_learning_rate)
+        if self.sigma_end is not None:
+            _check_positive("sigma_end", self.sigma_end)
+        _check_int("ramp_steps", self.ramp_steps, minimum=0)
 
     def replace(self, **overrides):
         """A copy with some values changed; unknown names raise ValueError."""
@@ -101,6 +110,17 @@ class DataLensPreset:
         if unknown:
             raise ValueError(f"Received unknown preset fields {unknown}. Known: {[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **overrides)
+
+    def noise_schedule(self):
+        """The `GeometricNoiseSchedule` from `sigma` to `sigma_end` over `ramp_steps` (0: the longest the
+        budget allows), or None without `sigma_end`."""
+        if self.sigma_end is None:
+            return None
+        if self.ramp_steps:
+            return GeometricNoiseSchedule(self.sigma, self.sigma_end, self.ramp_steps)
+        return longest_geometric_schedule(self.sigma, self.sigma_end,
+                                          lambda sigma: topagg_dp_event(self.topk, sigma, self.batch_size),
+                                          self.epsilon, self.delta, self.accountant)
 
     def build(self, image_shape, num_classes, seed=None):
         """A compiled `DataLens` model (generator, teachers, TopAgg) with these hyper-parameters."""
@@ -115,7 +135,7 @@ class DataLensPreset:
                          label_matched_fakes=self.label_matched_fakes, real_sampling=self.real_sampling,
                          learning_rate=_default(self.generator_learning_rate, self.learning_rate),
                          beta_1=_default(self.generator_beta_1, self.beta_1), vote_pool=self.vote_pool,
-                         vote_output=self.vote_output, seed=seed)
+                         vote_output=self.vote_output, noise_schedule=self.noise_schedule(), seed=seed)
         model.compile()
         return model
 

@@ -18,6 +18,7 @@ from dlens_tf import data
 from dlens_tf.evaluation import PAPER_PROTOCOL
 from dlens_tf.models import Generator
 from dlens_tf.presets import PRESETS, get_preset
+from dlens_tf.privacy import GeometricNoiseSchedule, PrivacyAccountant, longest_geometric_schedule, topagg_dp_event
 
 # One pytest-xdist worker runs this whole module, so the `runs` fixture trains once.
 pytestmark = pytest.mark.xdist_group("apps")
@@ -91,6 +92,20 @@ def test_vote_pool_reaches_the_model():
 def test_vote_output_reaches_the_model():
     assert get_preset("mnist_eps1").vote_output == "sign"  # the paper's votes
     assert get_preset("digits_tiny").replace(vote_output="noisy_sum").build((8, 8, 1), 10, seed=0).vote_output == "noisy_sum"
+
+
+def test_sigma_end_gives_the_longest_ramp_the_budget_allows_and_bad_values_fail():
+    tiny = get_preset("digits_tiny")
+    assert get_preset("mnist_eps1").sigma_end is None and tiny.noise_schedule() is None  # the paper: one sigma
+    assert tiny.build((8, 8, 1), 10, seed=0).noise_schedule is None
+    ramp = tiny.replace(sigma_end=20.0)
+    expected = longest_geometric_schedule(40.0, 20.0, lambda sigma: topagg_dp_event(10, sigma, 16), 12.0, 1e-5, "rdp")
+    assert ramp.noise_schedule() == expected and expected.steps > 1
+    assert ramp.build((8, 8, 1), 10, seed=0).noise_schedule == expected
+    assert ramp.replace(ramp_steps=5).noise_schedule() == GeometricNoiseSchedule(40.0, 20.0, 5)
+    for change in (dict(sigma_end=0.0), dict(sigma_end=-1.0), dict(sigma_end=float("nan")), dict(ramp_steps=-1)):
+        with pytest.raises(ValueError, match=next(iter(change))):
+            tiny.replace(**change)
 
 
 def test_teacher_gradient_dtype_reaches_the_teachers():
@@ -259,8 +274,22 @@ def test_train_app_refuses_unsafe_restarts(runs, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(runs[0], run_dir)
     before = json.loads((run_dir / "summary.json").read_text())
+    ramp = start("train_datalens.py", *TINY, f"--run_dir={tmp_path / 'ramp'}", "--sigma_end=80", "--accountant=pld",
+                 "--max_train_seconds=0.001")
     changed = run_app("train_datalens.py", "--resume", f"--run_dir={run_dir}", "--sigma=1")
     assert changed.returncode != 0 and "cannot change ['sigma']" in changed.stderr
+    for flag in ("--sigma_end=80", "--ramp_steps=3"):  # the noise schedule is part of the mechanism
+        changed = run_app("train_datalens.py", "--resume", f"--run_dir={run_dir}", flag)
+        assert changed.returncode != 0 and f"cannot change ['{flag[2:].split('=')[0]}']" in changed.stderr
+    # A ramp's length is fixed when the run starts, so a resumed run cannot stretch it by raising --epsilon.
+    result = finish(ramp)
+    assert result.returncode == 0 and "stopped after --max_train_seconds at step 1/" in result.stdout, result.stderr[-2000:]
+    config = json.loads((tmp_path / "ramp" / "config.json").read_text())["config"]
+    expected = get_preset("digits_tiny").replace(sigma_end=80.0, accountant="pld").noise_schedule()
+    assert (config["sigma_end"], config["ramp_steps"]) == (80.0, expected.steps) and expected.steps > 12
+    allowed = PrivacyAccountant("pld").max_steps(  # the ramp, then as many steps at sigma_end as still fit
+        lambda n: expected.dp_event(n, lambda sigma: topagg_dp_event(10, sigma, 16)), 12.0, 1e-5)
+    assert f"at step 1/{allowed};" in result.stdout and allowed >= expected.steps
     again = run_app("train_datalens.py", *TINY, f"--run_dir={run_dir}")
     assert again.returncode != 0 and "already holds a run" in again.stderr
     # The budget is spent: resuming trains nothing more and reports the same epsilon.
@@ -413,6 +442,8 @@ def test_datalens_proxy_moving_averages_follow_the_generator_and_leave_it_untouc
 def test_datalens_proxy_app_scores_samples_and_rejects_bad_counts():
     good = start("datalens_proxy.py", "--preset=digits_tiny", "--proxy_teachers=5", "--steps=3", "--eval_every=2",
                  "--samples=40", "--ema_momentum=0,0.5")
+    ramp = start("datalens_proxy.py", "--preset=digits_tiny", "--proxy_teachers=5", "--sigma_end=20", "--eval_every=100",
+                 "--samples=40")
     bad = [start("datalens_proxy.py", "--preset=digits_tiny", *args)
            for args in (["--proxy_teachers=11"], ["--proxy_teachers=5", "--eval_every=0"], ["--proxy_teachers=5", "--steps=0"],
                         ["--generator_beta_1=high"], ["--proxy_teachers=5", "--ema_momentum=0.5,1"])]
@@ -427,6 +458,10 @@ def test_datalens_proxy_app_scores_samples_and_rejects_bad_counts():
     for line in steps:  # a moving average with momentum 0 is the current generator
         assert line.split("fidelity=")[1].split()[0] == line.split("ema0=")[1].split()[0], line
         assert " ema0.5=" in line, line
+    result, steps = finish(ramp), get_preset("digits_tiny").replace(sigma_end=20.0).noise_schedule().steps
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"sigma 20 (full: 10 x 149, sigma 40 to 20 over {steps} steps)" in result.stdout.splitlines()[0]
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("step ")] == [f"step {steps}"]
     for process, message in zip(bad, ("--proxy_teachers: expected 1 to 10", "--eval_every, --samples and --steps",
                                       "--eval_every, --samples and --steps",
                                       "--generator_beta_1: expected a number or 'none'. Received: 'high'",

@@ -2,6 +2,7 @@
 
 import ctypes
 import glob
+import math
 import mmap
 import os
 import subprocess
@@ -12,10 +13,12 @@ import pytest
 import tensorflow as tf
 from tensorflow import keras
 
+from dlens_tf.callbacks import BudgetExhaustedError, PrivacyBudget
 from dlens_tf.data import load
 from dlens_tf.models import (DataLens, Generator, TeacherEnsemble, build_discriminator, restore_checkpoint,
                              save_checkpoint)
 from dlens_tf.models.teachers import grouped_convolution_supported, translate
+from dlens_tf.privacy import GeometricNoiseSchedule, PrivacyAccountant, gaussian_epsilon
 from dlens_tf.privacy.topagg import TopAgg, compress, topagg_noise_multiplier
 
 SHAPE = (8, 8, 1)
@@ -350,6 +353,51 @@ def test_vote_output_noisy_sum_is_the_noisy_vote_sum_before_the_threshold(digits
         _datalens(vote_output="sum")
 
 
+def _reloaded(model, digits, tmp_path):
+    """A new DataLens from `model`'s config and saved weights, holding the digits partitions."""
+    path = str(tmp_path / "ckpt")
+    model.save_weights(path)
+    resumed = DataLens.from_config(model.get_config())
+    resumed.compile()
+    resumed.set_data(*digits, seed=0)
+    resumed.load_weights(path)
+    return resumed
+
+
+def test_noise_schedule_sets_each_steps_noise_and_the_budget_pays_exactly_that(digits, tmp_path):
+    schedule = GeometricNoiseSchedule(40.0, 20.0, 4)
+    model = _datalens(noise_schedule=schedule)
+    g = tf.constant(np.random.default_rng(2).standard_normal((10, 12) + SHAPE).astype(np.float32))
+    aggregate, sigmas = model._aggregate, []
+    model._aggregate = lambda grads, sigma: (sigmas.append(float(sigma)), aggregate(grads, sigma))[1]
+    for step in (0, 1, 3, 7):  # the step index is the privacy step counter
+        model.privacy_steps.assign(step)
+        model._vote(g)
+    assert sigmas == list(schedule.values(8)[[0, 1, 3, 7]])
+    model._aggregate = aggregate
+    model.privacy_steps.assign(0)
+    with pytest.raises(ValueError, match="dp_event_of_steps"):
+        model.dp_event_per_step()
+
+    def epsilon(steps):
+        return PrivacyAccountant("pld").compose(model.dp_event_of_steps(steps)).get_epsilon(1e-5)
+
+    target = (epsilon(3) + epsilon(4)) / 2  # three steps fit, four do not
+    model.set_data(*digits, seed=0)
+    history = model.fit(steps_per_epoch=1, epochs=10, verbose=0, callbacks=[PrivacyBudget(target, 1e-5, "pld")])
+    assert model.privacy_steps.numpy() == 3
+    precision = 12 * sum(topagg_noise_multiplier(8, s) ** -2 for s in schedule.values(3))  # 12 records a step
+    assert history.history["epsilon"][-1] == pytest.approx(gaussian_epsilon(math.sqrt(precision), 1e-5), rel=1e-9)
+
+    resumed = _reloaded(model, digits, tmp_path)
+    assert resumed.noise_schedule == schedule and resumed.privacy_steps.numpy() == 3
+    with pytest.raises(BudgetExhaustedError):  # the schedule's 4th step would pass the budget
+        resumed.fit(steps_per_epoch=1, epochs=1, verbose=0, callbacks=[PrivacyBudget(target, 1e-5, "pld")])
+    assert resumed.privacy_steps.numpy() == 3
+    with pytest.raises(ValueError, match="noise_schedule"):
+        _datalens(noise_schedule=5.0)
+
+
 def test_generator_keras_round_trip(tmp_path):
     generator = Generator(z_dim=8, num_classes=10, image_shape=SHAPE, dense_units=32, filters=8)
     z, y = tf.random.uniform([5, 8], -1, 1, seed=1), tf.one_hot([0, 3, 5, 7, 9], 10)
@@ -375,13 +423,7 @@ def test_resume_continues_privacy_steps_and_state(digits, tmp_path):
     first = _datalens(seed=5)
     first.set_data(*digits, seed=0)
     first.fit(steps_per_epoch=2, epochs=1, verbose=0)
-    path = str(tmp_path / "ckpt")
-    first.save_weights(path)
-
-    resumed = DataLens.from_config(first.get_config())
-    resumed.compile()
-    resumed.set_data(*digits, seed=0)
-    resumed.load_weights(path)
+    resumed = _reloaded(first, digits, tmp_path)
     assert resumed.privacy_steps.numpy() == 2 and resumed.pretrained_steps.numpy() == 2
     for i in (0, 9):
         for u, v in zip(first.teachers.teacher_weights(i), resumed.teachers.teacher_weights(i)):

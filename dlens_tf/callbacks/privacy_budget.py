@@ -6,7 +6,7 @@ import os
 from absl import logging
 from tensorflow import keras
 
-from dlens_tf.privacy.accountant import PrivacyAccountant, validate_delta, validate_epsilon
+from dlens_tf.privacy.accountant import PrivacyAccountant, repeated_event, validate_delta, validate_epsilon
 
 
 class BudgetExhaustedError(RuntimeError):
@@ -17,7 +17,8 @@ class PrivacyBudget(keras.callbacks.Callback):
     """Stops `model.fit` before the step whose DP events would exceed (epsilon, delta).
 
     The model must implement the `dlens_tf.models.PrivateModel` contract: `dp_event_per_step()`
-    (the event of one `train_step`) and a `privacy_steps` counter it increments per step.
+    (the event of one `train_step`; or `dp_event_of_steps(n)`, the event of its first n steps, when
+    steps cost differently, as under a noise schedule) and a `privacy_steps` counter it increments per step.
     Before training, the callback computes how many steps the budget allows in total; after
     each batch it checks that the next call of the train function (`steps_per_execution`
     steps) still fits, and otherwise sets `model.stop_training`, so the step that would pass
@@ -61,7 +62,7 @@ class PrivacyBudget(keras.callbacks.Callback):
         self.lost_steps = 0  # charged under this ledger, by every process, for steps lost between checkpoints
         self.max_steps = None
         self.history = []  # (privacy step, epsilon) after every batch
-        self._event = None
+        self._events = None  # n -> the dp_accounting event of the model's first n steps
         self._eps_cache = {}
 
     def _steps(self):
@@ -70,7 +71,7 @@ class PrivacyBudget(keras.callbacks.Callback):
     def epsilon_after(self, steps):
         """Epsilon spent after `steps` private steps of this model."""
         if steps not in self._eps_cache:
-            self._eps_cache[steps] = PrivacyAccountant(self.accountant).compose(self._event, steps).get_epsilon(self.delta)
+            self._eps_cache[steps] = PrivacyAccountant(self.accountant).compose(self._events(steps)).get_epsilon(self.delta)
         return self._eps_cache[steps]
 
     def _steps_per_call(self):
@@ -84,12 +85,11 @@ class PrivacyBudget(keras.callbacks.Callback):
                 f"PrivacyBudget needs a model that reports its DP events (dlens_tf.models.PrivateModel); "
                 f"{type(self.model).__name__} has no dp_event_per_step()/privacy_steps."
             )
-        event = event_fn()
-        if event is None:
+        events = getattr(self.model, "dp_event_of_steps", None) or (lambda n: repeated_event(event_fn(), n))
+        if events(1) is None:
             raise ValueError(f"{type(self.model).__name__}.dp_event_per_step() returned None: no DP event to account.")
-        if event != self._event:
-            self._event, self._eps_cache = event, {}
-        self.max_steps = PrivacyAccountant(self.accountant).max_compositions(event, self.epsilon, self.delta)
+        self._events, self._eps_cache = events, {}
+        self.max_steps = PrivacyAccountant(self.accountant).max_steps(events, self.epsilon, self.delta)
         self._charge_lost_steps()
         spent = self._steps()
         if spent + self._steps_per_call() > self.max_steps:

@@ -3,14 +3,17 @@
 import tensorflow as tf
 from tensorflow import keras
 
+from dlens_tf.privacy.accountant import repeated_event
+
 
 class PrivateModel(keras.Model):
     """A Keras model whose every `train_step` is a DP mechanism with a data-independent cost.
 
     Subclasses implement `dp_event_per_step()` (the dp_accounting event of ONE call of
-    `train_step`) and call `self.count_private_step()` inside `train_step`. The counter
-    `privacy_steps` is a model variable, so checkpoints and `.keras` files carry it and a
-    resumed run continues the accountant where it stopped.
+    `train_step`), or `dp_event_of_steps(n)` if their steps cost differently, and call
+    `self.count_private_step()` inside `train_step`. The counter `privacy_steps` is a model
+    variable, so checkpoints and `.keras` files carry it and a resumed run continues the
+    accountant where it stopped.
     """
 
     # Draws a tf.random.Generator skips per step counted at a charge: more than any process draws.
@@ -23,6 +26,14 @@ class PrivateModel(keras.Model):
     def dp_event_per_step(self):
         """The dp_accounting.DpEvent of one `train_step` call."""
         raise NotImplementedError(f"{type(self).__name__} must implement dp_event_per_step().")
+
+    def dp_event_of_steps(self, num_steps):
+        """The dp_accounting.DpEvent of private steps 0 .. num_steps - 1 (what `PrivacyBudget` charges).
+
+        By default `num_steps` repetitions of `dp_event_per_step()`; models whose steps differ (a noise
+        schedule) override it.
+        """
+        return repeated_event(self.dp_event_per_step(), num_steps)
 
     def count_private_step(self):
         """Record that one private step was applied; call it inside `train_step`."""

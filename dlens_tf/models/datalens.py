@@ -10,7 +10,8 @@ from dlens_tf.models.base import PrivateModel
 from dlens_tf.models.checkpoints import restore_checkpoint
 from dlens_tf.models.generator import Generator
 from dlens_tf.models.teachers import TeacherEnsemble, _positive_float, _positive_int
-from dlens_tf.privacy.topagg import TopAgg
+from dlens_tf.privacy.noise_schedule import GeometricNoiseSchedule
+from dlens_tf.privacy.topagg import TopAgg, topagg_dp_event
 
 
 REAL_SAMPLING = ("replacement", "shuffle")
@@ -43,7 +44,8 @@ class DataLens(PrivateModel):
       5. one optimizer step of G on (1/m) sum_j ||G(z_j, y_j) - stop_gradient(x_j + gamma * gbar_j)||^2.
 
     Privacy: only step 4's output leaves the teachers, and each synthetic record is one TopAgg query,
-    so one step is `topagg.dp_event(batch_size)` (`dp_event_per_step`). Teacher updates (steps 2 and
+    so one step is `topagg.dp_event(batch_size)` (`dp_event_per_step`; under a `noise_schedule`, at that step's
+    sigma: `dp_event_of_steps`). Teacher updates (steps 2 and
     the pre-training) read the sensitive data but release nothing, so they are not queries: the
     generator never sees real data, only gbar. The sensitive partitions are held in memory by
     `set_partitions` / `set_data` and are never written to checkpoints.
@@ -87,12 +89,16 @@ class DataLens(PrivateModel):
         variance, while the threshold-and-sign at beta * N = 0.56 sigma (eps = 1) has gain 0.68 / sigma at
         noise variance 0.575: V / sigma has about 1.24 times the signal-to-noise ratio (squared). In the
         proxy of eps = 1 and 10 it scored within the spread between seeds (docs/datalens_results.md).
+      noise_schedule: a `GeometricNoiseSchedule` (or its config), or None. With it, step t's TopAgg noise
+        has standard deviation noise_schedule(t) instead of topagg's sigma (the threshold stays beta * N), and
+        `dp_event_of_steps` composes each step's own Gaussian event, so `PrivacyBudget` charges exactly the
+        noise added. The step index is `privacy_steps`, so a resumed run continues the schedule.
       seed: integer seed of the sampling of z, labels and real batches; None = OS entropy.
     """
 
     def __init__(self, generator, teachers, topagg, batch_size=30, gamma=1e-3, d_steps=2, pretrain_steps=10,
                  learning_rate=1e-3, beta_1=0.5, label_matched_fakes=False, real_sampling="replacement", vote_pool=1,
-                 vote_output="sign", seed=None, **kwargs):
+                 vote_output="sign", noise_schedule=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.generator = _deserialize(generator, Generator, "generator")
         self.teachers = _deserialize(teachers, TeacherEnsemble, "teachers")
@@ -124,6 +130,8 @@ class DataLens(PrivateModel):
             raise ValueError(f"Received an invalid value for `vote_output`, expected one of {VOTE_OUTPUTS}. "
                              f"Received: vote_output={vote_output!r}")
         self.vote_output = vote_output
+        self.noise_schedule = (None if noise_schedule is None
+                               else _deserialize(noise_schedule, GeometricNoiseSchedule, "noise_schedule"))
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"Received an invalid value for `seed`, expected an integer or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
@@ -293,8 +301,9 @@ class DataLens(PrivateModel):
 
     def _vote(self, grads):
         """TopAgg on [N, m, H, W, C] teacher gradients -> (votes on the voted coordinates, gbar [m, H, W, C])."""
-        votes, noisy = self._aggregate(self._pool(grads))
-        direction = votes if self.vote_output == "sign" else noisy / self.topagg.sigma
+        sigma = self.topagg.sigma if self.noise_schedule is None else self.noise_schedule(self.privacy_steps)
+        votes, noisy = self._aggregate(self._pool(grads), sigma)
+        direction = votes if self.vote_output == "sign" else noisy / sigma
         return votes, self._unpool(direction)
 
     def _pool(self, grads):
@@ -311,8 +320,17 @@ class DataLens(PrivateModel):
         return tf.repeat(tf.repeat(votes, self.vote_pool, axis=1), self.vote_pool, axis=2)
 
     def dp_event_per_step(self):
-        """One generator step = `batch_size` TopAgg record-queries."""
+        """One generator step = `batch_size` TopAgg record-queries (without a noise schedule)."""
+        if self.noise_schedule is not None:
+            raise ValueError("Under a noise schedule the steps cost differently: use dp_event_of_steps(n).")
         return self.topagg.dp_event(self.batch_size)
+
+    def dp_event_of_steps(self, num_steps):
+        """Generator steps 0 .. num_steps - 1: `batch_size` TopAgg record-queries each, at each step's sigma."""
+        if self.noise_schedule is None:
+            return super().dp_event_of_steps(num_steps)
+        return self.noise_schedule.dp_event(
+            num_steps, lambda sigma: topagg_dp_event(self.topagg.k, sigma, self.batch_size))
 
     def compile(self, optimizer=None, **kwargs):
         """Keras compile; the default optimizer is Adam(learning_rate, beta_1) for the generator."""
@@ -363,6 +381,8 @@ class DataLens(PrivateModel):
             batch_size=self.batch_size, gamma=self.gamma, d_steps=self.d_steps, pretrain_steps=self.pretrain_steps,
             learning_rate=self.learning_rate, beta_1=self.beta_1, label_matched_fakes=self.label_matched_fakes,
             real_sampling=self.real_sampling, vote_pool=self.vote_pool, vote_output=self.vote_output,
+            noise_schedule=None if self.noise_schedule is None else keras.saving.serialize_keras_object(
+                self.noise_schedule),
             seed=self.seed,
         )
         return config

@@ -28,6 +28,13 @@ def validate_delta(delta):
         raise ValueError(f"Received an invalid value for `delta`, expected a number in (0, 1). Received: delta={delta!r}")
 
 
+def repeated_event(event, count):
+    """`event` composed `count` (>= 0) times, as one dp_accounting event."""
+    if count == 0:
+        return dp_accounting.NoOpDpEvent()
+    return dp_accounting.SelfComposedDpEvent(event, count) if count > 1 else event
+
+
 def _gaussian_precision(event):
     """sum_i 1/z_i^2 if `event` is a composition of Gaussian mechanisms only, else None."""
     if isinstance(event, dp_accounting.GaussianDpEvent):
@@ -89,7 +96,7 @@ class PrivacyAccountant:
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
             raise ValueError(f"Received an invalid value for `count`, expected an integer >= 0. Received: count={count!r}")
         if count:
-            self._events.append(dp_accounting.SelfComposedDpEvent(event, int(count)) if count > 1 else event)
+            self._events.append(repeated_event(event, int(count)))
         return self
 
     @property
@@ -132,11 +139,21 @@ class PrivacyAccountant:
 
     def max_compositions(self, event, epsilon, delta, limit=10**9):
         """The largest n such that composing `event` n more times keeps epsilon <= `epsilon` at `delta`."""
+        if not isinstance(event, dp_accounting.DpEvent):
+            raise ValueError(f"Received an invalid value for `event`, expected a dp_accounting.DpEvent. Received: event={event!r}")
+        return self.max_steps(lambda n: repeated_event(event, n), epsilon, delta, limit)
+
+    def max_steps(self, event_of_steps, epsilon, delta, limit=10**9):
+        """The largest n such that composing `event_of_steps(n)` keeps epsilon <= `epsilon` at `delta`.
+
+        `event_of_steps(n)` is the dp_accounting event of n steps (e.g. of a noise schedule); its cost
+        must not fall as n grows. The n returned always fits: the search only accepts n it has checked.
+        """
         validate_epsilon(epsilon)
         validate_delta(delta)
 
         def fits(n):
-            return self.copy().compose(event, n).get_epsilon(delta) <= epsilon
+            return self.copy().compose(event_of_steps(n)).get_epsilon(delta) <= epsilon
 
         if not fits(0):
             return 0
@@ -144,7 +161,10 @@ class PrivacyAccountant:
         while fits(hi):
             lo, hi = hi, hi * 2
             if hi > limit:
-                return limit
+                if fits(limit):
+                    return limit
+                hi = limit
+                break
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if fits(mid) else (lo, mid)

@@ -133,8 +133,12 @@ class TopAgg(keras.layers.Layer):
         gradients = tf.convert_to_tensor(gradients, dtype=self.compute_dtype)
         return self.aggregate(gradients)[0]
 
-    def aggregate(self, gradients):
-        """Returns (votes, noisy_sums), both [batch, *record_shape]; noisy_sums are pre-threshold."""
+    def aggregate(self, gradients, sigma=None):
+        """Returns (votes, noisy_sums), both [batch, *record_shape]; noisy_sums are pre-threshold.
+
+        `sigma` (a scalar, e.g. a `GeometricNoiseSchedule`'s value for this step) replaces the layer's
+        sigma as the noise's standard deviation; the threshold stays beta * N.
+        """
         if not self.built:
             self.build(gradients.shape)
         shape = tf.shape(gradients)
@@ -142,7 +146,7 @@ class TopAgg(keras.layers.Layer):
         seeds = self._rng.make_seeds(2)
         summed = tf.reduce_sum(compress(flat, self.k, self.clip, seeds[:, 0]), axis=0)
         threshold = self.beta * tf.cast(shape[0], summed.dtype)
-        votes, noisy = noisy_vote(summed, self.sigma, threshold, seeds[:, 1])
+        votes, noisy = noisy_vote(summed, self.sigma if sigma is None else sigma, threshold, seeds[:, 1])
         return tf.reshape(votes, shape[1:]), tf.reshape(noisy, shape[1:])
 
     def dp_event(self, num_records):
