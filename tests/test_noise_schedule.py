@@ -77,6 +77,8 @@ def test_max_steps_never_returns_a_count_that_does_not_fit():
         assert got == min(limit, n)
     with pytest.raises(ValueError, match="event"):
         acc.max_compositions("gaussian", 1.0, 1e-5)
+    with pytest.raises(ValueError, match="event_of_steps"):
+        acc.max_steps(event, 1.0, 1e-5)
 
 
 def test_topagg_sigma_argument_scales_the_same_noise_draw():
@@ -91,3 +93,6 @@ def test_topagg_sigma_argument_scales_the_same_noise_draw():
     assert 0.85 < noise.std() < 1.15 and abs(noise.mean()) < 0.15  # 200 draws of N(0, 1)
     _, default = TopAgg(5, 3.0, 0.0, seed=3).aggregate(g)
     np.testing.assert_allclose(default.numpy(), three.numpy(), rtol=1e-6)
+    for bad in (0.0, -1.0, math.nan, math.inf):  # no noise, or none that is charged: refused
+        with pytest.raises(ValueError, match="sigma"):
+            TopAgg(5, 3.0, 0.0, seed=3).aggregate(g, bad)

@@ -149,6 +149,9 @@ class PrivacyAccountant:
         `event_of_steps(n)` is the dp_accounting event of n steps (e.g. of a noise schedule); its cost
         must not fall as n grows. The n returned always fits: the search only accepts n it has checked.
         """
+        if not callable(event_of_steps):
+            raise ValueError("Received an invalid value for `event_of_steps`, expected a function of the step count "
+                             f"returning a dp_accounting.DpEvent. Received: event_of_steps={event_of_steps!r}")
         validate_epsilon(epsilon)
         validate_delta(delta)
 

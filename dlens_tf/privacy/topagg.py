@@ -137,8 +137,12 @@ class TopAgg(keras.layers.Layer):
         """Returns (votes, noisy_sums), both [batch, *record_shape]; noisy_sums are pre-threshold.
 
         `sigma` (a scalar, e.g. a `GeometricNoiseSchedule`'s value for this step) replaces the layer's
-        sigma as the noise's standard deviation; the threshold stays beta * N.
+        sigma as the noise's standard deviation; the threshold stays beta * N. A Python number must be
+        positive and finite (ValueError otherwise); a tensor is taken as it is, so compute it from a
+        validated schedule.
         """
+        if sigma is not None and not tf.is_tensor(sigma):
+            validate_topagg_args(self.k, sigma, self.beta, self.clip)
         if not self.built:
             self.build(gradients.shape)
         shape = tf.shape(gradients)
