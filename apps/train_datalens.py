@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 
 import dlens_tf  # first: it turns on TF's oneDNN kernels, which must happen before TensorFlow loads
@@ -49,7 +50,7 @@ from tensorflow import keras
 from dlens_tf import data
 from dlens_tf.callbacks import BudgetExhaustedError, BudgetProgress
 from dlens_tf.evaluation import evaluate_synthetic, read_history, save_image_grid, save_training_plot
-from dlens_tf.models import restore_checkpoint, save_checkpoint
+from dlens_tf.models import check_room_for_checkpoint, restore_checkpoint, save_checkpoint
 from dlens_tf.presets import PRESETS, DataLensPreset, get_preset
 from dlens_tf.privacy.accountant import PrivacyAccountant
 
@@ -68,7 +69,8 @@ flags.DEFINE_integer("seed", None, "Seed of initialisation, sampling, DP noise a
                      "(default: OS entropy, not recorded).")
 flags.DEFINE_integer("log_steps", 10, "Generator steps per history.csv row.")
 flags.DEFINE_float("log_every_seconds", 30.0, "Seconds between progress lines.")
-flags.DEFINE_float("checkpoint_minutes", 10.0, "Minutes between checkpoints (one is always written at the end).")
+flags.DEFINE_float("checkpoint_minutes", 10.0, "Minutes between checkpoints (one is always written at the end). "
+                   "After each, the run stops, every step saved, if the disk has no room for the next.")
 flags.DEFINE_float("max_train_seconds", 0.0, "Stop training at a checkpoint after this long (0: no limit); "
                    "continue later with --resume.")
 flags.DEFINE_string("data_dir", None, "Directory with the dataset files, if not installed (see dlens_tf.data.load).")
@@ -112,6 +114,9 @@ def _replace(config, overrides):
 class _Checkpoint(keras.callbacks.Callback):
     """Saves the full training state every `minutes` and at the end, with the run's accumulated seconds.
 
+    After a periodic save, if the disk has no room for the next checkpoint, it stops training there (nothing
+    lost) and keeps the reason in `no_room`.
+
     state: the earlier parts' `train_state.json` ({} for a new run); start: this part's start time. Made just
     before training; besides the seconds in all, it sums the seconds before training (start-up, restoring,
     teacher pre-training) and those spent saving checkpoints.
@@ -124,25 +129,32 @@ class _Checkpoint(keras.callbacks.Callback):
         self.setup_seconds = state.get("setup_seconds", 0.0) + time.time() - start
         self.checkpoint_seconds = state.get("checkpoint_seconds", 0.0)
         self.earlier_peak_rss_gb = state.get("peak_rss_gb", 0.0)
+        self.saved_steps, self.no_room = state.get("generator_steps"), None
 
     def peak_rss_gb(self):
         """The largest resident memory of any part of the run so far."""
         return max(self.earlier_peak_rss_gb, _peak_rss_gb())
 
     def save(self):
-        begin = time.time()
         steps = int(self.model.privacy_steps.numpy())
+        if steps == self.saved_steps:
+            return
+        begin = time.time()
         save_checkpoint(self.manager, checkpoint_number=steps)  # on disk, not in the page cache
         self.checkpoint_seconds += time.time() - begin
         with open(self.state_path, "w") as f:
             json.dump(dict(seconds=self.seconds_before + time.time() - self.start, generator_steps=steps,
                            setup_seconds=self.setup_seconds, checkpoint_seconds=self.checkpoint_seconds,
                            peak_rss_gb=self.peak_rss_gb()), f)
-        self.last = time.time()
+        self.last, self.saved_steps = time.time(), steps
 
     def on_train_batch_end(self, batch, logs=None):
         if time.time() - self.last >= 60 * self.minutes:
             self.save()
+            try:
+                check_room_for_checkpoint(self.manager)
+            except OSError as e:
+                self.no_room, self.model.stop_training = e.strerror, True
 
     def on_train_end(self, logs=None):
         self.save()
@@ -178,6 +190,10 @@ def main(argv):
             state = json.load(f)
         print(f"resumed {manager.latest_checkpoint}: {int(model.privacy_steps.numpy())} generator steps spent",
               flush=True)
+        try:
+            check_room_for_checkpoint(manager)
+        except OSError as e:
+            sys.exit(f"{e.strerror}; free disk space, then resume again (nothing was spent)")
 
     max_steps = PrivacyAccountant(config.accountant).max_steps(model.dp_event_of_steps, config.epsilon, config.delta)
     budget = dlens_tf.PrivacyBudget(config.epsilon, config.delta, accountant=config.accountant,
@@ -197,6 +213,9 @@ def main(argv):
         print(f"no training: {e}", flush=True)
     train_end = time.time()
     train_seconds = saver.seconds_before + train_end - start
+    if saver.no_room:
+        sys.exit(f"stopped at step {int(model.privacy_steps.numpy())}/{max_steps}, its checkpoint saved: "
+                 f"{saver.no_room}; free disk space, then continue with: --run_dir={run_dir} --resume")
     if progress.stopped_for_time:
         print(f"stopped after --max_train_seconds at step {int(model.privacy_steps.numpy())}/{max_steps}; "
               f"continue with: --run_dir={run_dir} --resume\ncurves so far: {_save_plot(run_dir, model, config)}",

@@ -323,6 +323,35 @@ def test_a_killed_run_is_charged_for_its_steps_after_the_last_checkpoint(runs):
     assert ledger == dict(started_steps=summary["generator_steps"], lost_steps=started)
 
 
+def test_train_app_stops_with_its_steps_saved_when_the_disk_has_no_room_for_the_next_checkpoint(tmp_path):
+    """With the disk full (faked) after its first checkpoint, a run stops there with nothing lost, a resume
+    refuses to start while it stays full, and with room the run finishes as if never stopped."""
+    full_disk = ("import runpy, shutil, sys, types\n"
+                 "shutil.disk_usage = lambda path: types.SimpleNamespace(total=1 << 40, used=1 << 40, free=0)\n"
+                 f"sys.path.insert(0, {os.path.join(ROOT, 'apps')!r})\n"
+                 f"sys.argv[0] = {os.path.join(ROOT, 'apps', 'train_datalens.py')!r}\n"
+                 "runpy.run_path(sys.argv[0], run_name='__main__')")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run_dir = tmp_path / "run"
+    ledger = run_dir / "privacy_ledger.json"
+    stopped = subprocess.run([sys.executable, "-c", full_disk, *TINY, f"--run_dir={run_dir}", "--checkpoint_minutes=0"],
+                             capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert stopped.returncode == 1 and "stopped at step 1/" in stopped.stderr, stopped.stderr[-2000:]
+    assert "its checkpoint saved: No room for the next checkpoint in" in stopped.stderr
+    assert f"continue with: --run_dir={run_dir} --resume" in stopped.stderr
+    assert json.loads(ledger.read_text()) == dict(started_steps=1, lost_steps=0)
+    assert (run_dir / "checkpoints" / "ckpt-1.index").exists() and not (run_dir / "summary.json").exists()
+    refused = subprocess.run([sys.executable, "-c", full_disk, "--resume", f"--run_dir={run_dir}", "--seed=0"],
+                             capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert refused.returncode == 1 and "free disk space, then resume again (nothing was spent)" in refused.stderr
+    assert json.loads(ledger.read_text()) == dict(started_steps=1, lost_steps=0)
+    finished = run_app("train_datalens.py", "--resume", f"--run_dir={run_dir}", "--seed=0", "--log_every_seconds=1000")
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["lost_steps_charged"] == 0 and summary["generator_steps"] == summary["max_generator_steps"]
+    assert summary["epsilon"] <= summary["target_epsilon"]
+
+
 def test_generate_app_samples_the_saved_generator(runs, tmp_path):
     full, _, _, _ = runs
     out, filtered = tmp_path / "gen" / "s.npz", tmp_path / "gen" / "f.npz"

@@ -1,12 +1,15 @@
 """TeacherEnsemble, Generator and DataLens: isolation, reference equivalence, training, save/resume, errors."""
 
 import ctypes
+import errno
 import glob
 import math
 import mmap
 import os
+import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -15,8 +18,8 @@ from tensorflow import keras
 
 from dlens_tf.callbacks import BudgetExhaustedError, PrivacyBudget
 from dlens_tf.data import load
-from dlens_tf.models import (DataLens, Generator, TeacherEnsemble, build_discriminator, restore_checkpoint,
-                             save_checkpoint)
+from dlens_tf.models import (DataLens, Generator, TeacherEnsemble, build_discriminator, check_room_for_checkpoint,
+                             checkpoint_bytes, restore_checkpoint, save_checkpoint)
 from dlens_tf.models.teachers import grouped_convolution_supported, translate
 from dlens_tf.privacy import GeometricNoiseSchedule, PrivacyAccountant, gaussian_epsilon
 from dlens_tf.privacy.topagg import TopAgg, compress, topagg_noise_multiplier
@@ -548,6 +551,54 @@ def test_save_checkpoint_writes_through_the_page_cache_and_restore_leaves_it(tmp
         with pytest.raises(ValueError, match=f"expected None or an integer >= 0. Received: checkpoint_number={number!r}"):
             save_checkpoint(manager, checkpoint_number=number)
     assert manager.checkpoints == [path]
+
+
+def test_a_failed_save_removes_its_partial_files_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    variable = tf.Variable(tf.range(1000.0))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), str(tmp_path), max_to_keep=1)
+    first = save_checkpoint(manager, checkpoint_number=1)
+    (tmp_path / "other_temp").mkdir()  # not this save's: left alone
+
+    def disk_full(checkpoint_number=None):
+        os.makedirs(tmp_path / f"ckpt-{checkpoint_number}_temp")
+        (tmp_path / f"ckpt-{checkpoint_number}_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x" * 99)
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(manager, "save", disk_full)
+    with pytest.raises(OSError, match=rf"partial files are removed; the latest complete checkpoint is {first}\): "
+                       "No space left on device"):
+        save_checkpoint(manager, checkpoint_number=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index",
+                                                          "other_temp"]
+    assert manager.latest_checkpoint == first
+    variable.assign(tf.zeros(1000))
+    restore_checkpoint(tf.train.Checkpoint(v=variable), first)
+    np.testing.assert_array_equal(variable.numpy(), np.arange(1000.0))
+
+
+def test_check_room_for_checkpoint_needs_the_latest_checkpoints_size_free(tmp_path, monkeypatch):
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(tf.zeros(4096))), str(tmp_path / "c"),
+                                         max_to_keep=1)
+    assert check_room_for_checkpoint(manager) is None  # nothing saved yet
+    path = save_checkpoint(manager)
+    size = checkpoint_bytes(path)
+    assert size == sum(os.path.getsize(f) for f in glob.glob(path + ".*")) > 4096 * 4
+    usage = lambda free: lambda directory: types.SimpleNamespace(total=10 * size, used=0, free=free)  # noqa: E731
+    monkeypatch.setattr(shutil, "disk_usage", usage(int(1.03 * size)))
+    assert check_room_for_checkpoint(manager) == int(1.03 * size)
+    monkeypatch.setattr(shutil, "disk_usage", usage(int(1.01 * size)))
+    with pytest.raises(OSError, match=r"No room for the next checkpoint in .*: it needs .* GB \(the size of ckpt-1 "
+                       r"and 2%\), .* GB are free") as info:
+        check_room_for_checkpoint(manager)
+    assert info.value.errno == errno.ENOSPC
+    assert check_room_for_checkpoint(manager, margin=0) == int(1.01 * size)
+    with pytest.raises(ValueError, match="No checkpoint at save_path="):
+        checkpoint_bytes(str(tmp_path / "c" / "ckpt-9"))
+    with pytest.raises(ValueError, match="expected a tf.train.CheckpointManager"):
+        check_room_for_checkpoint(path)
+    for margin in (-0.1, 1, True, "0.1"):
+        with pytest.raises(ValueError, match=rf"expected a number in \[0, 1\). Received: margin={margin!r}"):
+            check_room_for_checkpoint(manager, margin=margin)
 
 
 def test_restore_checkpoint_rejects_a_checkpoint_that_does_not_match(tmp_path):

@@ -10,12 +10,18 @@ checkpoint. Where the machine pays for each page it hands out fresh (a virtual m
 guest memory on first touch), that copy costs more than the disk: a 9-GB 4000-teacher checkpoint took
 77 s to save, almost all of it system time, against 8-11 s when each file goes to disk and leaves the
 cache as it is written (`save_checkpoint`), so the kernel reuses the same few pages throughout.
+
+A `tf.train.CheckpointManager` keeps its latest checkpoint until the next one is complete, so every save needs
+free disk space for one more checkpoint: `check_room_for_checkpoint` says so before a run spends more steps
+than it could save, and a failed save leaves no partial files behind.
 """
 
 import contextlib
+import errno
 import glob
 import numbers
 import os
+import shutil
 import threading
 
 import tensorflow as tf
@@ -106,6 +112,10 @@ def save_checkpoint(manager, checkpoint_number=None):
 
     Returns:
       The path of the new checkpoint, as `manager.save`.
+
+    Raises:
+      OSError: if the save fails (say, the disk is full), after removing its partial files; the manager's latest
+        checkpoint is still the previous one.
     """
     if not isinstance(manager, tf.train.CheckpointManager):
         raise ValueError(f"Received an invalid value for `manager`, expected a tf.train.CheckpointManager. "
@@ -114,11 +124,50 @@ def save_checkpoint(manager, checkpoint_number=None):
             checkpoint_number, numbers.Integral) or checkpoint_number < 0):
         raise ValueError(f"Received an invalid value for `checkpoint_number`, expected None or an integer >= 0. "
                          f"Received: checkpoint_number={checkpoint_number!r}")
-    if not hasattr(os, "posix_fadvise"):  # nothing to drop: no helper thread
-        return manager.save(checkpoint_number=checkpoint_number)
     os.makedirs(manager.directory, exist_ok=True)
-    with _written_through(manager.directory):
-        return manager.save(checkpoint_number=checkpoint_number)
+    partial = os.path.join(glob.escape(manager.directory), "*_temp")  # where TF writes a checkpoint's shards first
+    before = set(glob.glob(partial))
+    try:
+        # Where the OS lacks posix_fadvise there is nothing to drop: no helper thread.
+        with _written_through(manager.directory) if hasattr(os, "posix_fadvise") else contextlib.nullcontext():
+            return manager.save(checkpoint_number=checkpoint_number)
+    except (tf.errors.OpError, OSError) as e:
+        for path in set(glob.glob(partial)) - before:
+            shutil.rmtree(path, ignore_errors=True)
+        raise OSError(f"Saving a checkpoint in {manager.directory} failed (its partial files are removed; the latest "
+                      f"complete checkpoint is {manager.latest_checkpoint}): {e}") from e
+
+
+def checkpoint_bytes(save_path):
+    """Bytes on disk of the checkpoint at `save_path` (its `.index` and `.data-*` files)."""
+    index = str(save_path) + ".index"
+    if not os.path.isfile(index):
+        raise ValueError(f"No checkpoint at save_path={save_path!r} (no {index})")
+    return sum(os.path.getsize(path) for path in [index] + glob.glob(glob.escape(str(save_path)) + ".data-*"))
+
+
+def check_room_for_checkpoint(manager, margin=0.02):
+    """Raises OSError (ENOSPC) unless the disk of `manager.directory` has room for one more checkpoint.
+
+    The next save needs free space for a checkpoint the size of the manager's latest one (plus `margin` of it),
+    since the latest is deleted only once the next is complete. Before the first checkpoint there is nothing
+    to measure, and it returns. Returns the free bytes otherwise.
+    """
+    if not isinstance(manager, tf.train.CheckpointManager):
+        raise ValueError(f"Received an invalid value for `manager`, expected a tf.train.CheckpointManager. "
+                         f"Received: {type(manager).__name__}")
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 <= margin < 1:
+        raise ValueError(f"Received an invalid value for `margin`, expected a number in [0, 1). "
+                         f"Received: margin={margin!r}")
+    if manager.latest_checkpoint is None:
+        return None
+    needed = checkpoint_bytes(manager.latest_checkpoint) * (1 + margin)
+    free = shutil.disk_usage(manager.directory).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No room for the next checkpoint in {manager.directory}: it needs "
+                      f"{needed / 1e9:.2f} GB (the size of {os.path.basename(manager.latest_checkpoint)} and "
+                      f"{margin:.0%}), {free / 1e9:.2f} GB are free")
+    return free
 
 
 def restore_checkpoint(checkpoint, save_path):
