@@ -12,8 +12,8 @@ guest memory on first touch), that copy costs more than the disk: a 9-GB 4000-te
 cache as it is written (`save_checkpoint`), so the kernel reuses the same few pages throughout.
 
 A `tf.train.CheckpointManager` keeps its latest checkpoint until the next one is complete, so every save needs
-free disk space for one more checkpoint: `check_room_for_checkpoint` says so before a run spends more steps
-than it could save, and a failed save leaves no partial files behind.
+free disk space for one more checkpoint: `check_room_for_checkpoint` tells a run whether its next save will
+fit before it trains on, and a failed save leaves no partial files behind.
 """
 
 import contextlib
@@ -150,8 +150,8 @@ def check_room_for_checkpoint(manager, margin=0.02):
     """Raises OSError (ENOSPC) unless the disk of `manager.directory` has room for one more checkpoint.
 
     The next save needs free space for a checkpoint the size of the manager's latest one (plus `margin` of it),
-    since the latest is deleted only once the next is complete. Before the first checkpoint there is nothing
-    to measure, and it returns. Returns the free bytes otherwise.
+    since the latest is deleted only once the next is complete. Returns the free bytes, or None before the first
+    checkpoint (nothing to measure).
     """
     if not isinstance(manager, tf.train.CheckpointManager):
         raise ValueError(f"Received an invalid value for `manager`, expected a tf.train.CheckpointManager. "
